@@ -1,0 +1,96 @@
+#pragma once
+// The daemon's per-query path: parse a client query (header, question, OPT) without allocating,
+// build the query sent upstream, validate and match an upstream answer, and build the client's reply.
+// Protocol code only: bytes in, bytes out, no I/O.
+
+#include <cstdint>
+
+#include "dotproxy/dns/name.h"
+#include "dotproxy/dns/types.h"
+#include "dotproxy/util/result.h"
+#include "dotproxy/wire/buffer.h"
+
+namespace dotproxy::dns {
+
+struct EdnsInfo {
+  bool present = false;
+  uint16_t udp_size = 0;  // as advertised (values below 512 are treated as 512)
+  uint8_t version = 0;
+  uint8_t ext_rcode = 0;
+  bool do_bit = false;
+  // Client Subnet option (RFC 7871), as a view position into the parsed message; len 0 if absent.
+  // Includes the 4-byte option header.
+  size_t ecs_offset = 0;
+  uint16_t ecs_len = 0;
+};
+
+struct QueryInfo {
+  Header header;
+  Name qname;  // the client's spelling
+  uint16_t qtype = 0;
+  uint16_t qclass = 0;
+  size_t question_end = 0;  // offset just past the question (header + question bytes)
+  EdnsInfo edns;
+
+  // Largest UDP reply this client takes: 512 without EDNS, else its advertised size (at least 512)
+  // capped at `cap`.
+  size_t maxUdpReply(size_t cap) const noexcept;
+};
+
+// Parses a client query. Errors (the caller's action in brackets):
+//   Truncated with fewer than 12 bytes          [drop, count]
+//   NotQuery   QR=1                             [drop, count; never answer a response]
+//   NotImp     opcode other than QUERY          [NOTIMP]
+//   BadVers    EDNS version above 0             [BADVERS]
+//   anything else (QDCOUNT != 1, bad name, two OPTs, OPT not at root or outside additional,
+//   truncated records, ...)                     [FORMERR]
+Result<QueryInfo> parseQuery(WireView wire) noexcept;
+
+// Builds the reply to a query we refuse or cannot serve (FORMERR, NOTIMP, BADVERS, SERVFAIL,
+// REFUSED): echoes the ID, opcode, RD, CD and, when readable, the question; includes an OPT (max
+// 1232, DO copied) when the query carried a readable one; BADVERS is sent as extended RCODE 16.
+// Returns an empty buffer when the query has no readable header.
+PacketBuffer buildErrorReply(WireView query, Rcode rcode);
+
+struct UpstreamQueryOptions {
+  uint16_t udp_size = kDefaultEdnsUdpSize;
+  size_t padding_block = 128;  // RFC 8467 block padding of the whole message; 0 = no padding
+  bool forward_ecs = false;    // copy the client's ECS option upstream
+};
+
+// The query sent upstream for q (raw = the client's bytes q was parsed from): fresh `id`, the
+// client's RD/CD/AD and question spelling, always an OPT (DO copied), padded.
+PacketBuffer buildUpstreamQuery(const QueryInfo& q, WireView raw, uint16_t id,
+                                const UpstreamQueryOptions& opts);
+
+struct ResponseInfo {
+  Header header;
+  Name qname;
+  uint16_t qtype = 0;
+  uint16_t qclass = 0;
+  size_t question_end = 0;
+  size_t opt_offset = 0;  // start of the OPT RR; 0 if none
+  size_t opt_size = 0;
+  uint8_t ext_rcode = 0;
+  uint32_t min_ttl = 0;  // smallest TTL over answer+authority (+additional, OPT excluded)
+  uint16_t rcode() const noexcept { return static_cast<uint16_t>(header.rcode() | ext_rcode << 4); }
+};
+
+// Validates an upstream answer: QR=1 (NotResponse), exactly one question (FormErr), every record
+// readable with in-bounds names (Truncated/BadPointer/...), at most one OPT, at the root, as the last
+// record of the message (FormErr otherwise).
+Result<ResponseInfo> parseResponse(WireView wire) noexcept;
+
+// True if the answer is for the query with this id and question (name compared case-insensitively).
+bool answerMatches(const ResponseInfo& r, uint16_t id, const Name& qname, uint16_t qtype,
+                   uint16_t qclass) noexcept;
+
+// Builds the client's reply from a validated upstream answer: the client's ID, RD and question
+// spelling; upstream sections copied without the upstream's OPT; if the client sent EDNS, our own
+// OPT (udp size `our_udp_size`, DO as the client's, extended RCODE kept, no hop-by-hop options:
+// padding, keepalive, cookies and ECS are dropped; Extended DNS Errors are kept). If the result
+// exceeds max_size it is replaced by header + question (+ OPT) with TC=1.
+void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo& q, WireView raw_query,
+                      size_t max_size, uint16_t our_udp_size, PacketBuffer& out);
+
+}  // namespace dotproxy::dns
