@@ -14,26 +14,41 @@ std::atomic<Level> g_level{Level::Info};
 
 std::string_view levelName(Level l) {
   switch (l) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warn";
-    case Level::Error: return "error";
-    case Level::Off: return "off";
+    case Level::Debug:
+      return "debug";
+    case Level::Info:
+      return "info";
+    case Level::Warn:
+      return "warn";
+    case Level::Error:
+      return "error";
+    case Level::Off:
+      return "off";
   }
   return "?";
 }
 }  // namespace
 
-void setLevel(Level level) noexcept { g_level.store(level, std::memory_order_relaxed); }
-Level level() noexcept { return g_level.load(std::memory_order_relaxed); }
+void setLevel(Level level) noexcept {
+  g_level.store(level, std::memory_order_relaxed);
+}
+Level level() noexcept {
+  return g_level.load(std::memory_order_relaxed);
+}
 
 bool parseLevel(std::string_view text, Level& out) noexcept {
-  if (text == "debug") out = Level::Debug;
-  else if (text == "info") out = Level::Info;
-  else if (text == "warn" || text == "warning") out = Level::Warn;
-  else if (text == "error") out = Level::Error;
-  else if (text == "off") out = Level::Off;
-  else return false;
+  if (text == "debug")
+    out = Level::Debug;
+  else if (text == "info")
+    out = Level::Info;
+  else if (text == "warn" || text == "warning")
+    out = Level::Warn;
+  else if (text == "error")
+    out = Level::Error;
+  else if (text == "off")
+    out = Level::Off;
+  else
+    return false;
   return true;
 }
 

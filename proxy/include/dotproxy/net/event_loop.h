@@ -1,7 +1,7 @@
 #pragma once
-// One epoll loop per worker thread, with timers and a thread-safe post(). Callbacks run on the loop's
-// thread. Handlers must outlive their registration: remove() the fd, then free the handler through
-// defer() so that events already fetched in the same batch never reach a dead object.
+// One epoll loop per worker thread, with timers and a thread-safe post(). Callbacks run on the
+// loop's thread. Handlers must outlive their registration: remove() the fd, then free the handler
+// through defer() so that events already fetched in the same batch never reach a dead object.
 
 #include <sys/epoll.h>
 
@@ -51,7 +51,7 @@ class EventLoop {
   // Time at the start of the current iteration (cheap).
   Clock::time_point now() const noexcept { return now_; }
 
-  void run();          // until stop()
+  void run();            // until stop()
   void stop() noexcept;  // thread-safe
 
  private:

@@ -54,7 +54,8 @@ class PacketBuffer {
 
 // Big-endian helpers for code that already owns a bounds-checked span (writers, patches).
 inline uint16_t loadU16(const std::byte* p) noexcept {
-  return static_cast<uint16_t>((std::to_integer<unsigned>(p[0]) << 8) | std::to_integer<unsigned>(p[1]));
+  return static_cast<uint16_t>((std::to_integer<unsigned>(p[0]) << 8) |
+                               std::to_integer<unsigned>(p[1]));
 }
 inline void storeU16(std::byte* p, uint16_t v) noexcept {
   p[0] = static_cast<std::byte>(v >> 8);

@@ -1,7 +1,8 @@
 #pragma once
 // WireReader: a bounds-checked cursor over one whole message, with a sticky error. After the first
-// failure every read returns zero/empty and the position stops moving; check error() once at the end.
-// The reader keeps the whole message so that compression pointers (dns/name.h) can be followed.
+// failure every read returns zero/empty and the position stops moving; check error() once at the
+// end. The reader keeps the whole message so that compression pointers (dns/name.h) can be
+// followed.
 
 #include <cstddef>
 #include <cstdint>

@@ -14,7 +14,8 @@ namespace dotproxy {
 class WireWriter {
  public:
   // Appends to out (which keeps its current contents). limit caps out.size().
-  explicit WireWriter(PacketBuffer& out, size_t limit = 65535) noexcept : out_(out), limit_(limit) {}
+  explicit WireWriter(PacketBuffer& out, size_t limit = 65535) noexcept
+      : out_(out), limit_(limit) {}
 
   void u8(uint8_t v);
   void u16(uint16_t v);

@@ -1,0 +1,141 @@
+#include "dotproxy/net/event_loop.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+namespace dotproxy::net {
+
+namespace {
+// Marks the eventfd in epoll's data; handlers are never this address.
+char g_wake_tag;
+}  // namespace
+
+EventLoop::EventLoop() : now_(Clock::now()) {
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  wake_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_) throw std::system_error(errno, std::generic_category(), "eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = &g_wake_tag;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
+    throw std::system_error(errno, std::generic_category(), "epoll_ctl");
+  }
+}
+
+EventLoop::~EventLoop() = default;
+
+void EventLoop::add(int fd, uint32_t events, Handler* h) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+    throw std::system_error(errno, std::generic_category(), "epoll_ctl add");
+  }
+}
+
+void EventLoop::modify(int fd, uint32_t events, Handler* h) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) {
+    throw std::system_error(errno, std::generic_category(), "epoll_ctl mod");
+  }
+}
+
+void EventLoop::remove(int fd) noexcept {
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+EventLoop::TimerId EventLoop::after(Clock::duration d, Task fn) {
+  TimerId id = next_timer_++;
+  timers_.emplace(id, std::move(fn));
+  timer_heap_.push({Clock::now() + d, id});
+  return id;
+}
+
+void EventLoop::cancel(TimerId id) noexcept {
+  timers_.erase(id);
+}
+
+void EventLoop::defer(Task fn) {
+  deferred_.push_back(std::move(fn));
+}
+
+void EventLoop::post(Task fn) {
+  {
+    std::lock_guard lock(posted_mutex_);
+    posted_.push_back(std::move(fn));
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof one);
+}
+
+void EventLoop::stop() noexcept {
+  post([this] { stopping_ = true; });
+}
+
+int EventLoop::nextTimeoutMs() const {
+  if (!deferred_.empty()) return 0;
+  if (timer_heap_.empty()) return 1000;
+  auto wait = timer_heap_.top().when - Clock::now();
+  if (wait <= Clock::duration::zero()) return 0;
+  // Round up so a timer never fires early and the loop does not spin.
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+  return static_cast<int>(std::min<int64_t>(ms, 1000));
+}
+
+void EventLoop::runTimers() {
+  while (!timer_heap_.empty() && timer_heap_.top().when <= now_) {
+    TimerId id = timer_heap_.top().id;
+    timer_heap_.pop();
+    auto it = timers_.find(id);
+    if (it == timers_.end()) continue;  // cancelled
+    Task fn = std::move(it->second);
+    timers_.erase(it);
+    fn();
+  }
+}
+
+void EventLoop::runPosted() {
+  uint64_t count;
+  [[maybe_unused]] ssize_t n = ::read(wake_.get(), &count, sizeof count);
+  std::vector<Task> tasks;
+  {
+    std::lock_guard lock(posted_mutex_);
+    tasks.swap(posted_);
+  }
+  for (auto& t : tasks) t();
+}
+
+void EventLoop::run() {
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
+  while (!stopping_) {
+    int n = ::epoll_wait(epoll_.get(), events, kMaxEvents, nextTimeoutMs());
+    now_ = Clock::now();
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(errno, std::generic_category(), "epoll_wait");
+    }
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.ptr == &g_wake_tag) {
+        runPosted();
+      } else {
+        static_cast<Handler*>(events[i].data.ptr)->onEvents(events[i].events);
+      }
+    }
+    runTimers();
+    // Deferred tasks may defer more; run until quiet.
+    while (!deferred_.empty()) {
+      std::vector<Task> batch;
+      batch.swap(deferred_);
+      for (auto& t : batch) t();
+    }
+  }
+}
+
+}  // namespace dotproxy::net
