@@ -1,0 +1,468 @@
+#include "worker.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "dotproxy/tls/framer.h"
+#include "dotproxy/util/log.h"
+
+namespace dotproxy::daemon {
+
+using net::Clock;
+
+// ---- UDP
+// ------------------------------------------------------------------------------------------
+
+class UdpListener final : public net::EventLoop::Handler {
+ public:
+  UdpListener(Worker& w, net::Fd fd) : w_(w), fd_(std::move(fd)) {
+    for (size_t i = 0; i < kBatch; ++i) {
+      iov_[i] = {bufs_[i], sizeof bufs_[i]};
+      msgs_[i].msg_hdr.msg_iov = &iov_[i];
+      msgs_[i].msg_hdr.msg_iovlen = 1;
+      msgs_[i].msg_hdr.msg_name = &peers_[i];
+    }
+    w_.loop().add(fd_.get(), EPOLLIN, this);
+  }
+
+  void stopReading() { w_.loop().remove(fd_.get()); }
+
+  void onEvents(uint32_t) override {
+    // A bounded number of batches per wake-up keeps TCP clients and upstreams served under flood.
+    for (int round = 0; round < 8; ++round) {
+      for (size_t i = 0; i < kBatch; ++i) {
+        msgs_[i].msg_hdr.msg_namelen = sizeof peers_[i];
+        msgs_[i].msg_hdr.msg_flags = 0;
+      }
+      int n = ::recvmmsg(fd_.get(), msgs_, kBatch, MSG_DONTWAIT, nullptr);
+      if (n <= 0) break;
+      for (int i = 0; i < n; ++i) {
+        ClientRef client{
+            .udp = this,
+            .peer = net::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peers_[i]),
+                                                     msgs_[i].msg_hdr.msg_namelen)};
+        if (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
+          // Larger than any query we take: answer FORMERR from the header we have.
+          w_.counters().udp_queries.inc();
+          w_.counters().formerr.inc();
+          send(client.peer, dns::buildErrorReply({bufs_[i], sizeof bufs_[i]}, dns::Rcode::FormErr));
+          continue;
+        }
+        w_.onQuery({bufs_[i], msgs_[i].msg_len}, client);
+      }
+      if (static_cast<size_t>(n) < kBatch) break;
+    }
+  }
+
+  // Replies are batched and sent with sendmmsg once the current round of events is done.
+  void send(const net::SocketAddress& peer, PacketBuffer reply) {
+    if (reply.empty()) return;
+    out_.push_back({peer, std::move(reply)});
+    if (!flush_scheduled_) {
+      flush_scheduled_ = true;
+      w_.loop().defer([this] { flush(); });
+    }
+  }
+
+ private:
+  static constexpr size_t kBatch = 32;
+
+  struct Outgoing {
+    net::SocketAddress peer;
+    PacketBuffer wire;
+  };
+
+  void flush() {
+    flush_scheduled_ = false;
+    size_t done = 0;
+    while (done < out_.size()) {
+      mmsghdr msgs[kBatch];
+      iovec iov[kBatch];
+      size_t n = std::min(kBatch, out_.size() - done);
+      for (size_t i = 0; i < n; ++i) {
+        Outgoing& o = out_[done + i];
+        iov[i] = {o.wire.data(), o.wire.size()};
+        msgs[i] = {};
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = o.peer.sa();
+        msgs[i].msg_hdr.msg_namelen = o.peer.len();
+      }
+      int sent = ::sendmmsg(fd_.get(), msgs, static_cast<unsigned>(n), MSG_DONTWAIT);
+      if (sent <= 0) {
+        // Socket buffer full or the peer unreachable: skip this one, keep the rest going.
+        ++done;
+        continue;
+      }
+      done += static_cast<size_t>(sent);
+    }
+    out_.clear();
+  }
+
+  Worker& w_;
+  net::Fd fd_;
+  mmsghdr msgs_[kBatch] = {};
+  iovec iov_[kBatch];
+  sockaddr_storage peers_[kBatch];
+  std::byte bufs_[kBatch][4096];
+  std::vector<Outgoing> out_;
+  bool flush_scheduled_ = false;
+};
+
+// ---- TCP
+// ------------------------------------------------------------------------------------------
+
+// RFC 7766: many queries per connection, answered as they complete (any order); idle and slow
+// clients closed after the idle timeout; a half-closed client still gets its answers.
+class TcpClient final : public net::EventLoop::Handler {
+ public:
+  TcpClient(Worker& w, uint64_t id, net::Fd fd) : w_(w), id_(id), fd_(std::move(fd)) {
+    last_activity_ = w_.loop().now();
+    w_.loop().add(fd_.get(), EPOLLIN, this);
+    events_ = EPOLLIN;
+    armIdle(w_.settings().tcp_idle_timeout);
+  }
+  ~TcpClient() { w_.loop().cancel(idle_timer_); }
+
+  void onEvents(uint32_t ev) override {
+    if (closed_) return;
+    if (ev & EPOLLIN) readAll();
+    if (closed_) return;
+    if (ev & (EPOLLERR | EPOLLHUP) && !(ev & EPOLLIN)) {
+      close(false);
+      return;
+    }
+    if (ev & EPOLLOUT) flush();
+    maybeClose();
+  }
+
+  void reply(PacketBuffer wire) {
+    if (inflight_ > 0) --inflight_;
+    if (closed_) return;
+    if (!wire.empty()) {
+      (void)tls::appendFrame(out_, wire);
+      last_activity_ = w_.loop().now();
+      flush();
+    }
+    if (closed_) return;
+    updateInterest();
+    maybeClose();
+  }
+
+  // Drain: no new queries; close once the answers in flight are out.
+  void stopReading() {
+    read_closed_ = true;
+    updateInterest();
+    maybeClose();
+  }
+
+ private:
+  void readAll() {
+    std::byte buf[16384];
+    while (!read_closed_ && inflight_ < w_.settings().tcp_max_inflight) {
+      auto n = net::readSome(fd_.get(), buf);
+      if (!n) {
+        if (n.error() == Errc::WantRead) break;
+        if (n.error() == Errc::Closed) {
+          read_closed_ = true;  // half-close: still answer what was asked
+          break;
+        }
+        close(false);
+        return;
+      }
+      framer_.feed({buf, *n});
+      while (auto msg = framer_.next()) {
+        last_activity_ = w_.loop().now();
+        if (msg->empty()) {  // a zero-length frame is not a DNS message
+          w_.counters().dropped_short.inc();
+          close(false);
+          return;
+        }
+        ++inflight_;
+        w_.onQuery(*msg, ClientRef{.udp = nullptr, .peer = {}, .tcp_id = id_});
+        if (closed_) return;
+      }
+    }
+    updateInterest();
+  }
+
+  void flush() {
+    while (out_off_ < out_.size()) {
+      auto n = net::writeSome(fd_.get(), WireView(out_).subspan(out_off_));
+      if (!n) {
+        if (n.error() == Errc::WantWrite) break;
+        close(false);
+        return;
+      }
+      out_off_ += *n;
+    }
+    if (out_off_ == out_.size()) {
+      out_.clear();
+      out_off_ = 0;
+    }
+  }
+
+  void updateInterest() {
+    if (closed_) return;
+    uint32_t ev = 0;
+    if (!read_closed_ && inflight_ < w_.settings().tcp_max_inflight) ev |= EPOLLIN;
+    if (out_off_ < out_.size()) ev |= EPOLLOUT;
+    if (ev != events_) {
+      w_.loop().modify(fd_.get(), ev, this);
+      events_ = ev;
+    }
+  }
+
+  void maybeClose() {
+    if (!closed_ && read_closed_ && inflight_ == 0 && out_.empty()) close(true);
+  }
+
+  void armIdle(Clock::duration d) {
+    idle_timer_ = w_.loop().after(d, [this] {
+      idle_timer_ = 0;
+      auto idle_for = w_.loop().now() - last_activity_;
+      auto limit = w_.settings().tcp_idle_timeout;
+      if (inflight_ == 0 && idle_for >= limit) {
+        w_.counters().tcp_closed_idle.inc();
+        close(false);
+        return;
+      }
+      armIdle(inflight_ > 0 ? limit : limit - idle_for);
+    });
+  }
+
+  void close(bool orderly) {
+    if (closed_) return;
+    closed_ = true;
+    if (!orderly && inflight_ == 0) w_.counters().tcp_closed_error.inc();
+    w_.loop().remove(fd_.get());
+    w_.loop().cancel(idle_timer_);
+    idle_timer_ = 0;
+    fd_.reset();
+    w_.removeTcpClient(id_);
+  }
+
+  Worker& w_;
+  uint64_t id_;
+  net::Fd fd_;
+  tls::DotFramer framer_;
+  PacketBuffer out_;
+  size_t out_off_ = 0;
+  unsigned inflight_ = 0;
+  uint32_t events_ = 0;
+  bool read_closed_ = false;
+  bool closed_ = false;
+  Clock::time_point last_activity_;
+  net::EventLoop::TimerId idle_timer_ = 0;
+};
+
+class TcpListener final : public net::EventLoop::Handler {
+ public:
+  TcpListener(Worker& w, net::Fd fd) : w_(w), fd_(std::move(fd)) {
+    w_.loop().add(fd_.get(), EPOLLIN, this);
+  }
+  void stop() {
+    w_.loop().remove(fd_.get());
+    fd_.reset();
+  }
+  void onEvents(uint32_t) override {
+    for (int i = 0; i < 64 && fd_; ++i) {
+      auto fd = net::tcpAccept(fd_.get(), nullptr);
+      if (!fd) {
+        if (fd.error() == Errc::Overloaded) w_.counters().tcp_refused_overload.inc();
+        break;
+      }
+      w_.addTcpClient(std::move(*fd));
+    }
+  }
+
+ private:
+  Worker& w_;
+  net::Fd fd_;
+};
+
+// ---- Worker
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+upstream::PoolSettings poolSettings(const config::Settings& s) {
+  return {.attempt_timeout = s.attempt_timeout,
+          .connect_timeout = s.connect_timeout,
+          .idle_timeout = s.idle_timeout,
+          .connections_per_upstream = s.connections_per_upstream,
+          .max_inflight_per_connection = s.max_inflight_per_connection,
+          .backoff_initial = s.backoff_initial,
+          .backoff_max = s.backoff_max};
+}
+
+// Answers differ by name (case-folded), type, class, and the DO, CD and RD bits.
+std::string coalesceKey(const dns::QueryInfo& q, WireView raw, bool with_ecs) {
+  dns::Name lower = q.qname.lowered();
+  std::string key(asChars(lower.wire()));
+  key.push_back(static_cast<char>(q.qtype >> 8));
+  key.push_back(static_cast<char>(q.qtype & 0xff));
+  key.push_back(static_cast<char>(q.qclass >> 8));
+  key.push_back(static_cast<char>(q.qclass & 0xff));
+  key.push_back(static_cast<char>((q.edns.do_bit ? 1 : 0) | (q.header.cd() ? 2 : 0) |
+                                  (q.header.rd() ? 4 : 0)));
+  if (with_ecs && q.edns.ecs_len > 0)
+    key.append(asChars(raw.subspan(q.edns.ecs_offset, q.edns.ecs_len)));
+  return key;
+}
+
+}  // namespace
+
+Worker::Worker(const config::Settings& settings, std::vector<upstream::Upstream> upstreams,
+               std::vector<ListenSockets> sockets, std::atomic<unsigned>& tcp_clients)
+    : settings_(settings),
+      pool_(loop_, std::move(upstreams), poolSettings(settings), counters_),
+      tcp_client_count_(tcp_clients) {
+  for (auto& s : sockets) {
+    udp_.push_back(std::make_unique<UdpListener>(*this, std::move(s.udp)));
+    tcp_listeners_.push_back(std::make_unique<TcpListener>(*this, std::move(s.tcp)));
+  }
+}
+
+Worker::~Worker() {
+  pool_.close();
+}
+
+void Worker::run() {
+  loop_.run();
+}
+
+void Worker::drain() {
+  loop_.post([this] {
+    if (draining_) return;
+    draining_ = true;
+    for (auto& u : udp_) u->stopReading();
+    for (auto& t : tcp_listeners_) t->stop();
+    std::vector<TcpClient*> clients;
+    for (auto& [id, c] : tcp_clients_) clients.push_back(c.get());
+    for (TcpClient* c : clients) c->stopReading();
+    loop_.after(settings_.shutdown_grace, [this] { loop_.stop(); });
+    maybeFinishDrain();
+  });
+}
+
+void Worker::maybeFinishDrain() {
+  if (draining_ && inflight_.empty() && tcp_clients_.empty()) {
+    // Let the batched UDP replies go out first.
+    loop_.defer([this] { loop_.stop(); });
+  }
+}
+
+void Worker::addTcpClient(net::Fd fd) {
+  if (draining_) return;
+  unsigned now_open = tcp_client_count_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (now_open > settings_.tcp_max_clients) {
+    tcp_client_count_.fetch_sub(1, std::memory_order_relaxed);
+    counters_.tcp_refused_overload.inc();
+    return;  // fd closes here
+  }
+  counters_.tcp_connections.inc();
+  uint64_t id = next_tcp_id_++;
+  tcp_clients_.emplace(id, std::make_unique<TcpClient>(*this, id, std::move(fd)));
+}
+
+void Worker::removeTcpClient(uint64_t id) {
+  auto it = tcp_clients_.find(id);
+  if (it == tcp_clients_.end()) return;
+  tcp_client_count_.fetch_sub(1, std::memory_order_relaxed);
+  // Events for this client may still be queued in the current batch: free it afterwards.
+  loop_.defer([this, id] {
+    tcp_clients_.erase(id);
+    maybeFinishDrain();
+  });
+}
+
+void Worker::deliver(const ClientRef& client, PacketBuffer reply) {
+  if (client.udp) {
+    client.udp->send(client.peer, std::move(reply));
+    return;
+  }
+  auto it = tcp_clients_.find(client.tcp_id);
+  if (it != tcp_clients_.end()) it->second->reply(std::move(reply));
+}
+
+void Worker::onQuery(WireView raw, const ClientRef& client) {
+  (client.udp ? counters_.udp_queries : counters_.tcp_queries).inc();
+  if (raw.size() < dns::kHeaderSize) {
+    counters_.dropped_short.inc();
+    deliver(client, {});
+    return;
+  }
+  auto q = dns::parseQuery(raw);
+  if (!q) {
+    dns::Rcode rcode = dns::Rcode::FormErr;
+    switch (q.error()) {
+      case Errc::NotQuery:
+        counters_.dropped_response.inc();  // never answer a response: no reflection loops
+        deliver(client, {});
+        return;
+      case Errc::NotImp:
+        counters_.notimp.inc();
+        rcode = dns::Rcode::NotImp;
+        break;
+      case Errc::BadVers:
+        counters_.badvers.inc();
+        rcode = dns::Rcode::BadVers;
+        break;
+      default:
+        counters_.formerr.inc();
+        break;
+    }
+    deliver(client, dns::buildErrorReply(raw, rcode));
+    return;
+  }
+
+  std::string key = coalesceKey(*q, raw, settings_.forward_ecs);
+  auto [it, fresh] = inflight_.try_emplace(key);
+  it->second.waiters.push_back(Waiter{client, PacketBuffer(raw), *q});
+  if (!fresh) {
+    counters_.coalesced.inc();
+    return;
+  }
+  upstream::Question uq{
+      .wire = dns::buildUpstreamQuery(*q, raw, 0,
+                                      {.udp_size = static_cast<uint16_t>(settings_.max_udp_size),
+                                       .padding_block = settings_.padding_block,
+                                       .forward_ecs = settings_.forward_ecs}),
+      .qname = q->qname,
+      .qtype = q->qtype,
+      .qclass = q->qclass};
+  if (settings_.padding_block > 0) counters_.padded_queries.inc();
+  pool_.resolve(
+      std::move(uq), loop_.now() + settings_.query_timeout,
+      [this, key = std::move(key)](Result<upstream::Answer> a) { complete(key, std::move(a)); });
+}
+
+void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
+  auto it = inflight_.find(key);
+  if (it == inflight_.end()) return;
+  Inflight entry = std::move(it->second);
+  inflight_.erase(it);
+  for (Waiter& w : entry.waiters) {
+    PacketBuffer out;
+    if (answer) {
+      size_t limit = w.client.udp ? w.info.maxUdpReply(settings_.max_udp_size) : dns::kMaxMessage;
+      dns::buildClientReply(answer->wire, answer->info, w.info, w.raw, limit,
+                            static_cast<uint16_t>(settings_.max_udp_size), out);
+      counters_.answers.inc();
+      if (out.size() >= dns::kHeaderSize && (loadU16(out.data() + 2) & dns::flag::TC) &&
+          !answer->info.header.tc()) {
+        counters_.truncated.inc();
+      }
+    } else {
+      counters_.servfail.inc();
+      out = dns::buildErrorReply(w.raw, dns::Rcode::ServFail);
+    }
+    deliver(w.client, std::move(out));
+  }
+  maybeFinishDrain();
+}
+
+}  // namespace dotproxy::daemon

@@ -1,0 +1,83 @@
+#pragma once
+// One worker: an event loop on its own thread with its own UDP sockets and TCP listeners
+// (SO_REUSEPORT), its own TCP clients and its own upstream pool. Nothing is shared with other
+// workers on the per-query path but the TCP client count (one atomic).
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dotproxy/config/settings.h"
+#include "dotproxy/dns/query.h"
+#include "dotproxy/metrics/counters.h"
+#include "dotproxy/net/event_loop.h"
+#include "dotproxy/upstream/pool.h"
+
+namespace dotproxy::daemon {
+
+struct ListenSockets {
+  net::Fd udp;
+  net::Fd tcp;
+};
+
+class UdpListener;
+class TcpListener;
+class TcpClient;
+
+// Who asked: where the answer goes.
+struct ClientRef {
+  UdpListener* udp = nullptr;  // UDP: the socket the query came in on, and the peer
+  net::SocketAddress peer;
+  uint64_t tcp_id = 0;  // TCP: the client connection's id (it may be gone by then)
+};
+
+class Worker {
+ public:
+  Worker(const config::Settings& settings, std::vector<upstream::Upstream> upstreams,
+         std::vector<ListenSockets> sockets, std::atomic<unsigned>& tcp_clients);
+  ~Worker();
+
+  void run();    // the thread body; returns after drain() completes
+  void drain();  // thread-safe: stop accepting, finish in-flight queries within the grace period
+  const metrics::Counters& counters() const noexcept { return counters_; }
+
+  // Called by the listeners and clients, on the loop.
+  void onQuery(WireView raw, const ClientRef& client);
+  void deliver(const ClientRef& client, PacketBuffer reply);  // empty reply = no answer (drop)
+  net::EventLoop& loop() noexcept { return loop_; }
+  metrics::Counters& counters() noexcept { return counters_; }
+  const config::Settings& settings() const noexcept { return settings_; }
+  void addTcpClient(net::Fd fd);
+  void removeTcpClient(uint64_t id);
+  bool draining() const noexcept { return draining_; }
+
+ private:
+  struct Waiter {
+    ClientRef client;
+    PacketBuffer raw;
+    dns::QueryInfo info;
+  };
+  struct Inflight {
+    std::vector<Waiter> waiters;
+  };
+  void complete(const std::string& key, Result<upstream::Answer> answer);
+  void maybeFinishDrain();
+
+  config::Settings settings_;
+  net::EventLoop loop_;
+  metrics::Counters counters_;
+  upstream::Pool pool_;
+  std::vector<std::unique_ptr<UdpListener>> udp_;
+  std::vector<std::unique_ptr<TcpListener>> tcp_listeners_;
+  std::unordered_map<uint64_t, std::unique_ptr<TcpClient>> tcp_clients_;
+  std::atomic<unsigned>& tcp_client_count_;
+  uint64_t next_tcp_id_ = 1;
+  // Identical questions in flight share one upstream query (key: lower-cased name, type, class and
+  // the flags that change the answer).
+  std::unordered_map<std::string, Inflight> inflight_;
+  bool draining_ = false;
+};
+
+}  // namespace dotproxy::daemon

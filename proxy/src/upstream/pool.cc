@@ -1,0 +1,577 @@
+#include "dotproxy/upstream/pool.h"
+
+#include <sys/random.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <optional>
+
+#include "dotproxy/tls/framer.h"
+#include "dotproxy/util/log.h"
+
+namespace dotproxy::upstream {
+
+using net::Clock;
+
+std::string Upstream::label() const {
+  return tls_name.empty() ? address.toString() : address.toString() + "#" + tls_name;
+}
+
+namespace {
+
+// xoshiro128** seeded from getrandom: query IDs need to be unpredictable enough to make blind
+// spoofing pointless and cheap enough for the per-query path. (Over TLS spoofing is off the table;
+// fresh IDs still keep answers of different clients apart.)
+class IdSource {
+ public:
+  IdSource() {
+    if (::getrandom(s_, sizeof s_, 0) != sizeof s_) {
+      uint64_t t = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+      s_[0] = static_cast<uint32_t>(t) | 1;
+      s_[1] = static_cast<uint32_t>(t >> 32) | 2;
+    }
+  }
+  uint16_t next() noexcept {
+    uint32_t result = rotl(s_[1] * 5, 7) * 9;
+    uint32_t t = s_[1] << 9;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 11);
+    return static_cast<uint16_t>(result >> 16);
+  }
+
+ private:
+  static uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+  uint32_t s_[4] = {0x9e3779b9, 0x243f6a88, 0xb7e15162, 0x7f4a7c15};
+};
+
+thread_local IdSource t_ids;
+
+constexpr unsigned kMaxAttempts = 2;
+
+}  // namespace
+
+struct Pool::Health {
+  unsigned failures = 0;
+  Clock::time_point down_until{};
+};
+
+struct Pool::Request {
+  Question q;
+  Clock::time_point deadline;
+  Completion done;
+  unsigned attempts = 0;
+  int last_upstream = -1;
+  net::EventLoop::TimerId deadline_timer = 0;
+  net::EventLoop::TimerId attempt_timer = 0;
+  struct Outstanding {
+    uint64_t conn;
+    uint16_t qid;
+  };
+  std::vector<Outstanding> outstanding;
+  Errc last_error = Errc::Timeout;
+};
+
+class Pool::Connection final : public net::EventLoop::Handler {
+ public:
+  enum class State : uint8_t { Connecting, Handshaking, Ready, Closed };
+
+  Connection(Pool& pool, uint64_t id, size_t upstream)
+      : pool_(pool), id_(id), upstream_(upstream) {}
+  ~Connection() {
+    pool_.loop_.cancel(connect_timer_);
+    pool_.loop_.cancel(idle_timer_);
+  }
+
+  uint64_t id() const noexcept { return id_; }
+  size_t upstream() const noexcept { return upstream_; }
+  State state() const noexcept { return state_; }
+  size_t pending() const noexcept { return pending_.size(); }
+  Clock::time_point lastRx() const noexcept { return last_rx_; }
+  bool hasRoom() const noexcept {
+    return state_ != State::Closed && pending_.size() < pool_.settings_.max_inflight_per_connection;
+  }
+
+  // Starts the TCP connect. False (and counted) if the socket could not even be created.
+  bool start() {
+    const Upstream& up = pool_.upstreams_[upstream_];
+    int err = 0;
+    auto fd = net::tcpConnect(up.address, &err);
+    pool_.counters_.upstream_connects.inc();
+    if (!fd) {
+      failure_ = fmt::format("connect: {}", std::strerror(err));
+      return false;
+    }
+    fd_ = std::move(*fd);
+    pool_.loop_.add(fd_.get(), EPOLLIN | EPOLLOUT, this);
+    events_ = EPOLLIN | EPOLLOUT;
+    connect_timer_ = pool_.loop_.after(pool_.settings_.connect_timeout, [this] {
+      connect_timer_ = 0;
+      failure_ = state_ == State::Connecting ? "TCP connect timed out" : "TLS handshake timed out";
+      fail(Errc::Timeout);
+    });
+    return true;
+  }
+
+  // Queues the query with a fresh ID; written at once if the connection is ready.
+  uint16_t send(uint64_t request_id, const Question& q) {
+    uint16_t qid = t_ids.next();
+    for (int i = 0; i < 64 && pending_.contains(qid); ++i) qid = t_ids.next();
+    size_t at = out_.size() + 2;
+    (void)tls::appendFrame(out_, q.wire);  // the pool never builds a query over 64 KiB
+    storeU16(out_.data() + at, qid);
+    pending_.emplace(qid, Pending{request_id, q.qname, q.qtype, q.qclass, pool_.loop_.now()});
+    pool_.loop_.cancel(idle_timer_);
+    idle_timer_ = 0;
+    if (state_ == State::Ready) flush();
+    return qid;
+  }
+
+  void forget(uint16_t qid) {
+    pending_.erase(qid);
+    armIdle();
+  }
+
+  const std::string& failure() const noexcept { return failure_; }
+
+  void onEvents(uint32_t ev) override {
+    if (state_ == State::Closed) return;
+    if (state_ == State::Connecting) {
+      if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+      if (int err = net::socketError(fd_.get()); err != 0) {
+        failure_ = fmt::format("connect: {}", std::strerror(err));
+        fail(Errc::IoError);
+        return;
+      }
+      const Upstream& up = pool_.upstreams_[upstream_];
+      tls::ClientStreamOptions opts{
+          .server_name = up.tls_name.empty() ? up.address.host() : up.tls_name,
+          .pins = up.pins,
+          .resume = pool_.sessions_[upstream_]};
+      auto stream = tls::Stream::client(*up.ctx, fd_.get(), opts);
+      if (!stream) {
+        failure_ = "TLS setup failed";
+        fail(stream.error());
+        return;
+      }
+      stream_.emplace(std::move(*stream));
+      state_ = State::Handshaking;
+    }
+    if (state_ == State::Handshaking) {
+      auto r = stream_->handshake();
+      if (!r) {
+        if (r.error() == Errc::WantRead || r.error() == Errc::WantWrite) {
+          watch(r.error() == Errc::WantWrite);
+          return;
+        }
+        failure_ = stream_->failure();
+        fail(r.error());
+        return;
+      }
+      state_ = State::Ready;
+      pool_.loop_.cancel(connect_timer_);
+      connect_timer_ = 0;
+      last_rx_ = pool_.loop_.now();
+      pool_.onConnectionUp(*this);
+      if (state_ != State::Ready) return;
+    }
+    readAll();
+    if (state_ != State::Ready) return;
+    flush();
+  }
+
+  // Graceful close (idle, shutdown): close_notify, no failure accounting.
+  void closeQuietly() {
+    if (state_ == State::Closed) return;
+    if (stream_ && state_ == State::Ready) stream_->shutdown();
+    teardown();
+  }
+
+  // Breaks the connection: every query on it fails over to a retry.
+  void fail(Errc why) {
+    if (state_ == State::Closed) return;
+    bool was_up = state_ == State::Ready;
+    if (stream_ && was_up) pool_.sessions_[upstream_] = stream_->session();
+    auto pending = std::move(pending_);
+    pending_.clear();
+    teardown();
+    pool_.onConnectionDown(*this, why, was_up);
+    for (auto& [qid, p] : pending) pool_.onAttemptFailed(p.request_id, why);
+  }
+
+ private:
+  struct Pending {
+    uint64_t request_id;
+    dns::Name qname;
+    uint16_t qtype;
+    uint16_t qclass;
+    Clock::time_point sent;
+  };
+
+  void teardown() {
+    state_ = State::Closed;
+    pool_.loop_.cancel(connect_timer_);
+    pool_.loop_.cancel(idle_timer_);
+    connect_timer_ = idle_timer_ = 0;
+    if (fd_) pool_.loop_.remove(fd_.get());
+    stream_.reset();
+    fd_.reset();
+    pool_.loop_.defer([pool = &pool_, id = id_] { pool->connections_.erase(id); });
+  }
+
+  void watch(bool want_write) {
+    uint32_t ev = EPOLLIN | (want_write ? EPOLLOUT : 0u);
+    if (ev != events_) {
+      pool_.loop_.modify(fd_.get(), ev, this);
+      events_ = ev;
+    }
+  }
+
+  void armIdle() {
+    if (!pending_.empty() || state_ != State::Ready || idle_timer_) return;
+    idle_timer_ = pool_.loop_.after(pool_.settings_.idle_timeout, [this] {
+      idle_timer_ = 0;
+      if (!pending_.empty()) return;
+      pool_.counters_.upstream_idle_closes.inc();
+      if (stream_) pool_.sessions_[upstream_] = stream_->session();
+      closeQuietly();
+    });
+  }
+
+  void readAll() {
+    std::byte buf[16384];
+    for (;;) {
+      auto n = stream_->read(buf);
+      if (!n) {
+        if (n.error() == Errc::WantRead) break;
+        if (n.error() == Errc::WantWrite) {
+          watch(true);
+          return;
+        }
+        // The peer closed or broke the connection. With nothing outstanding this is the ordinary
+        // end of an idle connection (servers close them too), not a failure.
+        pool_.sessions_[upstream_] = stream_->session();
+        if (pending_.empty() && n.error() == Errc::Closed) {
+          closeQuietly();
+        } else {
+          failure_ = n.error() == Errc::Closed ? "closed by upstream" : stream_->failure();
+          fail(n.error() == Errc::Closed ? Errc::Reset : n.error());
+        }
+        return;
+      }
+      last_rx_ = pool_.loop_.now();
+      framer_.feed({buf, *n});
+      while (auto msg = framer_.next()) {
+        onMessage(std::move(*msg));
+        if (state_ != State::Ready) return;
+      }
+    }
+  }
+
+  void onMessage(PacketBuffer msg) {
+    auto info = dns::parseResponse(msg);
+    if (!info) {
+      pool_.counters_.upstream_malformed.inc();
+      // A readable ID that we are waiting for: that attempt failed, retry it now.
+      if (msg.size() >= 2) {
+        if (auto it = pending_.find(loadU16(msg.data())); it != pending_.end()) {
+          uint64_t req = it->second.request_id;
+          pending_.erase(it);
+          armIdle();
+          pool_.onAttemptFailed(req, Errc::FormErr);
+        }
+      }
+      return;
+    }
+    auto it = pending_.find(info->header.id);
+    if (it == pending_.end()) {
+      pool_.counters_.upstream_mismatch.inc();
+      return;
+    }
+    Pending p = it->second;
+    pending_.erase(it);
+    armIdle();
+    if (!dns::answerMatches(*info, info->header.id, p.qname, p.qtype, p.qclass)) {
+      pool_.counters_.upstream_mismatch.inc();
+      pool_.onAttemptFailed(p.request_id, Errc::Mismatch);
+      return;
+    }
+    pool_.counters_.upstream_answers.inc();
+    pool_.onAnswer(*this, p.request_id, Answer{std::move(msg), std::move(*info)});
+  }
+
+  void flush() {
+    while (out_off_ < out_.size()) {
+      auto n = stream_->write(WireView(out_).subspan(out_off_));
+      if (!n) {
+        if (n.error() == Errc::WantWrite || n.error() == Errc::WantRead) {
+          watch(true);
+          return;
+        }
+        failure_ =
+            stream_->failure().empty() ? std::string(errcName(n.error())) : stream_->failure();
+        fail(n.error());
+        return;
+      }
+      out_off_ += *n;
+    }
+    out_.clear();
+    out_off_ = 0;
+    watch(false);
+  }
+
+  Pool& pool_;
+  uint64_t id_;
+  size_t upstream_;
+  State state_ = State::Connecting;
+  net::Fd fd_;  // declared before stream_: the stream dies first
+  std::optional<tls::Stream> stream_;
+  uint32_t events_ = 0;
+  tls::DotFramer framer_;
+  PacketBuffer out_;
+  size_t out_off_ = 0;
+  std::unordered_map<uint16_t, Pending> pending_;
+  Clock::time_point last_rx_{};
+  net::EventLoop::TimerId connect_timer_ = 0;
+  net::EventLoop::TimerId idle_timer_ = 0;
+  std::string failure_;
+};
+
+Pool::Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSettings& settings,
+           metrics::Counters& counters)
+    : loop_(loop),
+      upstreams_(std::move(upstreams)),
+      health_(upstreams_.size()),
+      settings_(settings),
+      counters_(counters),
+      sessions_(upstreams_.size()) {}
+
+Pool::~Pool() {
+  close();
+}
+
+void Pool::close() {
+  while (!requests_.empty()) finish(requests_.begin()->first, std::unexpected(Errc::Timeout));
+  for (auto& [id, c] : connections_) c->closeQuietly();
+  connections_.clear();
+}
+
+void Pool::resolve(Question q, Clock::time_point deadline, Completion done) {
+  uint64_t id = next_request_++;
+  auto r = std::make_unique<Request>();
+  r->q = std::move(q);
+  r->deadline = deadline;
+  r->done = std::move(done);
+  auto wait = std::max(deadline - loop_.now(), Clock::duration::zero());
+  r->deadline_timer = loop_.after(wait, [this, id] {
+    if (auto it = requests_.find(id); it != requests_.end()) {
+      it->second->deadline_timer = 0;
+      counters_.upstream_timeouts.inc();
+      finish(id, std::unexpected(Errc::Timeout));
+    }
+  });
+  requests_.emplace(id, std::move(r));
+  attempt(id);
+}
+
+int Pool::pickUpstream(const Request& r) {
+  const auto now = loop_.now();
+  int best = -1;
+  size_t n = upstreams_.size();
+  for (size_t k = 0; k < n; ++k) {
+    size_t i = (rr_ + k) % n;
+    if (health_[i].down_until > now) continue;
+    // On a retry, prefer another upstream when one is healthy.
+    if (static_cast<int>(i) == r.last_upstream && n > 1 && best < 0) {
+      best = -2 - static_cast<int>(i);  // remember as a fallback
+      continue;
+    }
+    if (best < 0) {
+      best = static_cast<int>(i);
+      break;
+    }
+  }
+  rr_ = (rr_ + 1) % std::max<size_t>(n, 1);
+  if (best <= -2) return -2 - best;
+  return best;
+}
+
+Pool::Connection* Pool::pickConnection(size_t upstream) {
+  Connection* best = nullptr;
+  unsigned count = 0;
+  for (auto& [id, c] : connections_) {
+    if (c->upstream() != upstream || c->state() == Connection::State::Closed) continue;
+    ++count;
+    if (!c->hasRoom()) continue;
+    // Prefer ready connections, then the least loaded.
+    auto rank = [](const Connection& x) {
+      return std::pair{x.state() != Connection::State::Ready, x.pending()};
+    };
+    if (!best || rank(*c) < rank(*best)) best = c.get();
+  }
+  if (best && (best->state() == Connection::State::Ready || best->pending() == 0 ||
+               count >= settings_.connections_per_upstream)) {
+    return best;
+  }
+  if (count >= settings_.connections_per_upstream) return best;
+  uint64_t id = next_connection_++;
+  auto c = std::make_unique<Connection>(*this, id, upstream);
+  if (!c->start()) {
+    log::warn("upstream {}: {}", upstreams_[upstream].label(), c->failure());
+    counters_.upstream_connect_failures.inc();
+    return best;
+  }
+  Connection* raw = c.get();
+  connections_.emplace(id, std::move(c));
+  return raw;
+}
+
+void Pool::attempt(uint64_t request_id) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  Request& r = *it->second;
+  int up = pickUpstream(r);
+  Connection* c = up >= 0 ? pickConnection(static_cast<size_t>(up)) : nullptr;
+  if (!c) {
+    counters_.upstream_no_upstream.inc();
+    if (r.outstanding.empty()) {
+      finish(request_id, std::unexpected(up < 0 ? Errc::NoUpstream : Errc::Overloaded));
+    }
+    return;
+  }
+  ++r.attempts;
+  r.last_upstream = up;
+  counters_.upstream_queries.inc();
+  uint64_t conn_id = c->id();
+  uint16_t qid = c->send(request_id, r.q);
+  // send() may have failed the connection synchronously, which already retried or finished us.
+  it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  if (!connections_.contains(conn_id) || !connections_[conn_id] ||
+      connections_[conn_id]->state() == Connection::State::Closed) {
+    return;
+  }
+  it->second->outstanding.push_back({conn_id, qid});
+  loop_.cancel(it->second->attempt_timer);
+  it->second->attempt_timer =
+      loop_.after(settings_.attempt_timeout,
+                  [this, request_id, conn_id, qid] { onAttemptTimeout(request_id, conn_id, qid); });
+}
+
+void Pool::onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  Request& r = *it->second;
+  r.attempt_timer = 0;
+  counters_.upstream_timeouts.inc();
+  auto cit = connections_.find(conn_id);
+  if (cit != connections_.end() && cit->second->state() != Connection::State::Closed) {
+    Connection& c = *cit->second;
+    // Silent since before this query went out: the connection is stalled, not just this query
+    // slow. Abandon it so every query on it moves on now.
+    if (c.state() != Connection::State::Ready ||
+        c.lastRx() < loop_.now() - settings_.attempt_timeout) {
+      counters_.upstream_stalls.inc();
+      log::warn("upstream {}: no answer for {} ms, abandoning the connection",
+                upstreams_[c.upstream()].label(), settings_.attempt_timeout.count());
+      c.fail(Errc::Timeout);  // retries this request through onAttemptFailed
+      return;
+    }
+  }
+  (void)qid;
+  // The connection is alive and answering others: keep waiting for this answer there, and race a
+  // second attempt elsewhere. First valid answer wins.
+  if (r.attempts < kMaxAttempts) {
+    counters_.upstream_retries.inc();
+    attempt(request_id);
+  }
+}
+
+void Pool::onAttemptFailed(uint64_t request_id, Errc why) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  Request& r = *it->second;
+  r.last_error = why;
+  std::erase_if(r.outstanding, [this](const Request::Outstanding& o) {
+    auto c = connections_.find(o.conn);
+    return c == connections_.end() || c->second->state() == Connection::State::Closed;
+  });
+  if (!r.outstanding.empty()) return;  // another attempt may still answer
+  loop_.cancel(r.attempt_timer);
+  r.attempt_timer = 0;
+  if (r.attempts < kMaxAttempts && loop_.now() < r.deadline) {
+    counters_.upstream_retries.inc();
+    attempt(request_id);
+    return;
+  }
+  finish(request_id, std::unexpected(why == Errc::Timeout ? Errc::Timeout : Errc::NoUpstream));
+}
+
+void Pool::onAnswer(Connection& c, uint64_t request_id, Answer answer) {
+  health_[c.upstream()].failures = 0;
+  finish(request_id, std::move(answer));
+}
+
+void Pool::finish(uint64_t request_id, Result<Answer> result) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  std::unique_ptr<Request> r = std::move(it->second);
+  requests_.erase(it);
+  loop_.cancel(r->deadline_timer);
+  loop_.cancel(r->attempt_timer);
+  for (auto& o : r->outstanding) {
+    if (auto c = connections_.find(o.conn); c != connections_.end()) c->second->forget(o.qid);
+  }
+  r->done(std::move(result));
+}
+
+void Pool::onConnectionUp(Connection& c) {
+  Health& h = health_[c.upstream()];
+  if (h.failures > 0) log::info("upstream {}: connected again", upstreams_[c.upstream()].label());
+  h.failures = 0;
+  h.down_until = {};
+  counters_.upstream_handshakes.inc();
+}
+
+void Pool::onConnectionDown(Connection& c, Errc why, bool was_up) {
+  const Upstream& up = upstreams_[c.upstream()];
+  switch (why) {
+    case Errc::TlsVerifyFailed:
+    case Errc::PinMismatch:
+      counters_.upstream_verify_failures.inc();
+      break;
+    case Errc::TlsError:
+      counters_.upstream_tls_failures.inc();
+      break;
+    case Errc::Reset:
+    case Errc::Closed:
+      counters_.upstream_resets.inc();
+      break;
+    default:
+      if (!was_up) counters_.upstream_connect_failures.inc();
+      break;
+  }
+  // A connection that worked and then broke says little about the next one: its queries retry on
+  // a fresh connection at once. Failing to connect or to handshake puts the upstream in backoff.
+  if (was_up) {
+    log::info("upstream {}: connection lost: {}", up.label(),
+              c.failure().empty() ? std::string(errcName(why)) : c.failure());
+    return;
+  }
+  Health& h = health_[c.upstream()];
+  ++h.failures;
+  auto backoff = settings_.backoff_initial * (1u << std::min(h.failures - 1, 16u));
+  if (backoff > settings_.backoff_max) backoff = settings_.backoff_max;
+  h.down_until = loop_.now() + backoff;
+  log::warn("upstream {}: {} ({}); backing off {} ms", up.label(),
+            c.failure().empty() ? std::string(errcName(why)) : c.failure(), errcName(why),
+            std::chrono::duration_cast<milliseconds>(backoff).count());
+}
+
+}  // namespace dotproxy::upstream
