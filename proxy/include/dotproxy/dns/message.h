@@ -53,7 +53,8 @@ struct Message {
 };
 
 // Parses a whole message. Header counts never size an allocation beyond what the message length
-// allows. Two OPT records, an OPT outside the additional section or not at the root: FormErr.
+// allows. Two OPT records, an OPT outside the additional section or not at the root, or OPT options
+// that overrun its rdata: FormErr. Bytes after the last record are ignored.
 Result<Message> parseMessage(WireView wire) noexcept;
 
 enum class Section : uint8_t { Answer, Authority, Additional };
@@ -76,6 +77,7 @@ class MessageBuilder {
   WireWriter w_;
   size_t start_;
   uint16_t counts_[4] = {0, 0, 0, 0};
+  std::optional<Errc> error_;  // set by a field that cannot be encoded (rdata over 65535 bytes)
 };
 
 // TXT rdata from text: split into character-strings of at most 255 bytes.

@@ -17,9 +17,10 @@ class Name {
  public:
   Name() noexcept;  // the root
   // Presentation form: "example.com", "example.com.", "." ; \DDD and \X escapes. Relative names
-  // are taken as absolute.
+  // are taken as absolute. Empty input or an empty label ("a..b"): BadText; LabelTooLong,
+  // NameTooLong.
   static Result<Name> fromText(std::string_view text) noexcept;
-  // From uncompressed wire bytes (must be exactly one valid name).
+  // From uncompressed wire bytes (must be exactly one valid name; TrailingData if bytes follow it).
   static Result<Name> fromWire(WireView wire) noexcept;
 
   WireView wire() const noexcept { return {bytes_.data(), len_}; }
@@ -46,8 +47,11 @@ class Name {
 };
 
 // Reads a possibly compressed name at r.pos() and leaves r after it (after the first pointer, if
-// any). Pointers must point strictly before the start of the label sequence that holds them; at most
-// 126 hops. Errors: Truncated, BadPointer, PointerLoop, LabelTooLong, NameTooLong, BadLabelType.
+// any). Pointers must point strictly before the start of the label sequence that holds them, and
+// not into the 12-byte message header (no encoder does that, and a pointer there would change
+// meaning when a proxy rewrites the ID or flags); at most 126 hops.
+// Errors: Truncated, BadPointer, PointerLoop, LabelTooLong, NameTooLong, BadLabelType.
+// On error r carries the error and the returned name is the root.
 Name readName(WireReader& r) noexcept;
 // Same checks, without building the name.
 void skipName(WireReader& r) noexcept;

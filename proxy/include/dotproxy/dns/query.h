@@ -1,7 +1,7 @@
 #pragma once
 // The daemon's per-query path: parse a client query (header, question, OPT) without allocating,
-// build the query sent upstream, validate and match an upstream answer, and build the client's reply.
-// Protocol code only: bytes in, bytes out, no I/O.
+// build the query sent upstream, validate and match an upstream answer, and build the client's
+// reply. Protocol code only: bytes in, bytes out, no I/O.
 
 #include <cstdint>
 
@@ -44,6 +44,9 @@ struct QueryInfo {
 //   BadVers    EDNS version above 0             [BADVERS]
 //   anything else (QDCOUNT != 1, bad name, two OPTs, OPT not at root or outside additional,
 //   truncated records, ...)                     [FORMERR]
+// Every failure after the header is reported as FormErr (never Truncated), so a caller can map
+// errors to actions with one switch. Bytes after the last record are ignored. BadVers is reported
+// only for an otherwise well-formed query.
 Result<QueryInfo> parseQuery(WireView wire) noexcept;
 
 // Builds the reply to a query we refuse or cannot serve (FORMERR, NOTIMP, BADVERS, SERVFAIL,
@@ -72,13 +75,16 @@ struct ResponseInfo {
   size_t opt_offset = 0;  // start of the OPT RR; 0 if none
   size_t opt_size = 0;
   uint8_t ext_rcode = 0;
-  uint32_t min_ttl = 0;  // smallest TTL over answer+authority (+additional, OPT excluded)
+  uint32_t min_ttl = 0;  // smallest TTL over answer+authority (+additional, OPT excluded); 0 if
+                         // no records; TTLs with the top bit set count as 0 (RFC 2181 8)
+  size_t end = 0;        // offset just past the last record; bytes after it are ignored
   uint16_t rcode() const noexcept { return static_cast<uint16_t>(header.rcode() | ext_rcode << 4); }
 };
 
 // Validates an upstream answer: QR=1 (NotResponse), exactly one question (FormErr), every record
-// readable with in-bounds names (Truncated/BadPointer/...), at most one OPT, at the root, as the last
-// record of the message (FormErr otherwise).
+// readable with in-bounds names (Truncated/BadPointer/...), at most one OPT, at the root, as the
+// last record of the message, with options inside its rdata (FormErr otherwise). The compressed
+// names inside NS, CNAME, PTR, MX and SOA rdata are checked too. Fewer than 12 bytes: Truncated.
 Result<ResponseInfo> parseResponse(WireView wire) noexcept;
 
 // True if the answer is for the query with this id and question (name compared case-insensitively).
@@ -90,7 +96,8 @@ bool answerMatches(const ResponseInfo& r, uint16_t id, const Name& qname, uint16
 // OPT (udp size `our_udp_size`, DO as the client's, extended RCODE kept, no hop-by-hop options:
 // padding, keepalive, cookies and ECS are dropped; Extended DNS Errors are kept). If the result
 // exceeds max_size it is replaced by header + question (+ OPT) with TC=1.
-void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo& q, WireView raw_query,
-                      size_t max_size, uint16_t our_udp_size, PacketBuffer& out);
+void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo& q,
+                      WireView raw_query, size_t max_size, uint16_t our_udp_size,
+                      PacketBuffer& out);
 
 }  // namespace dotproxy::dns

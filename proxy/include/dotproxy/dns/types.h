@@ -19,8 +19,8 @@ inline constexpr size_t kMaxMessage = 65535;
 
 namespace type {
 inline constexpr uint16_t A = 1, NS = 2, CNAME = 5, SOA = 6, PTR = 12, MX = 15, TXT = 16, AAAA = 28,
-                          SRV = 33, DS = 43, RRSIG = 46, NSEC = 47, DNSKEY = 48, OPT = 41, HTTPS = 65,
-                          IXFR = 251, AXFR = 252, ANY = 255;
+                          SRV = 33, DS = 43, RRSIG = 46, NSEC = 47, DNSKEY = 48, OPT = 41,
+                          HTTPS = 65, IXFR = 251, AXFR = 252, ANY = 255;
 }
 namespace klass {
 inline constexpr uint16_t IN = 1, CH = 3, ANY = 255;
@@ -30,11 +30,18 @@ enum class Opcode : uint8_t { Query = 0, IQuery = 1, Status = 2, Notify = 4, Upd
 
 // The low 4 bits go in the header; values above 15 need an OPT record (extended RCODE).
 enum class Rcode : uint16_t {
-  NoError = 0, FormErr = 1, ServFail = 2, NxDomain = 3, NotImp = 4, Refused = 5, BadVers = 16
+  NoError = 0,
+  FormErr = 1,
+  ServFail = 2,
+  NxDomain = 3,
+  NotImp = 4,
+  Refused = 5,
+  BadVers = 16
 };
 
 namespace edns_option {
-inline constexpr uint16_t NSID = 3, ClientSubnet = 8, Cookie = 10, TcpKeepalive = 11, Padding = 12;
+inline constexpr uint16_t NSID = 3, ClientSubnet = 8, Cookie = 10, TcpKeepalive = 11, Padding = 12,
+                          ExtendedError = 15;  // RFC 8914
 }
 
 // Header flag bits in the second 16-bit word.
@@ -67,8 +74,8 @@ Header readHeader(WireReader& r) noexcept;
 void writeHeader(WireWriter& w, const Header& h);
 
 // "A", "AAAA", "TYPE65534"...; unknown values render as TYPEnnn (RFC 3597).
-std::string_view typeName(uint16_t type) noexcept;  // empty if no mnemonic
+std::string_view typeName(uint16_t type) noexcept;                  // empty if no mnemonic
 std::optional<uint16_t> parseType(std::string_view text) noexcept;  // mnemonic or TYPEnnn
-std::string_view rcodeName(uint16_t rcode) noexcept;                 // "NOERROR", ...
+std::string_view rcodeName(uint16_t rcode) noexcept;  // "NOERROR", ...; empty if no mnemonic
 
 }  // namespace dotproxy::dns
