@@ -43,7 +43,7 @@ struct Settings {
   milliseconds attempt_timeout{700};        // one upstream attempt before the retry
   milliseconds connect_timeout{1'000};      // TCP connect + TLS handshake
   milliseconds idle_timeout{10'000};        // idle upstream connections are closed
-  unsigned connections_per_upstream = 1;    // per worker
+  unsigned connections_per_upstream = 4;    // per worker; more open only when the open ones are full
   unsigned max_inflight_per_connection = 100;
   size_t padding_block = 128;               // RFC 8467; 0 = off
   milliseconds backoff_initial{250};
