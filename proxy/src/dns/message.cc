@@ -142,6 +142,7 @@ void MessageBuilder::opt(const Edns& edns) {
 Result<void> MessageBuilder::finish() {
   if (error_) return std::unexpected(*error_);
   if (!w_.ok()) return std::unexpected(*w_.error());
+  if (out_.size() - start_ < kHeaderSize) return std::unexpected(Errc::Truncated);  // no header()
   for (size_t i = 0; i < 4; ++i) w_.patchU16(start_ + 4 + 2 * i, counts_[i]);
   if (!w_.ok()) return std::unexpected(*w_.error());
   return {};
