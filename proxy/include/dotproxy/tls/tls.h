@@ -1,6 +1,7 @@
 #pragma once
-// OpenSSL wrappers: client and server contexts, and a non-blocking TLS stream over a socket the caller
-// owns. No OpenSSL header leaks from here; OpenSSL objects live in unique_ptrs with deleters.
+// OpenSSL wrappers: client and server contexts, and a non-blocking TLS stream over a socket the
+// caller owns. No OpenSSL header leaks from here; OpenSSL objects live in unique_ptrs with
+// deleters.
 
 #include <array>
 #include <chrono>
@@ -23,7 +24,8 @@ namespace dotproxy::tls {
 
 using SpkiPin = std::array<uint8_t, 32>;  // SHA-256 of the DER SubjectPublicKeyInfo (RFC 7469)
 
-// Decodes a base64 SHA-256 SPKI pin (as stubby and kdig take it); nullopt if not 32 bytes of base64.
+// Decodes a base64 SHA-256 SPKI pin (as stubby and kdig take it); nullopt if not 32 bytes of
+// base64.
 std::optional<SpkiPin> decodePin(std::string_view base64) noexcept;
 std::string encodePin(const SpkiPin& pin);
 
@@ -93,13 +95,19 @@ class ServerContext {
 };
 
 struct ClientStreamOptions {
-  std::string server_name;     // SNI and the name verified (unless the context is insecure)
-  std::vector<SpkiPin> pins;   // if non-empty, the leaf's SPKI must match one of them
-  Session resume;              // offered for resumption if set
+  // SNI (host names only, not IP literals) and the name verified (unless the context is insecure);
+  // an IP literal is matched against IP subjectAltNames. Empty is refused (TlsVerifyFailed) by a
+  // verifying context unless pins are given: there would be nothing to check the certificate for.
+  std::string server_name;
+  std::vector<SpkiPin> pins;  // if non-empty, the leaf's SPKI must match one of them
+  Session resume;             // offered for resumption if set
 };
 
-// A TLS connection over a non-blocking socket that the caller owns and polls. Every call returns
-// WantRead/WantWrite when it must wait. Not thread-safe; one owner.
+// A TLS connection over a non-blocking socket that the caller owns and polls (the stream never
+// closes it). Every call returns WantRead/WantWrite when it must wait. Writes use MSG_NOSIGNAL, so
+// a vanished peer is Reset, never SIGPIPE. Failures other than WantRead/WantWrite are sticky: every
+// later call returns the same error. IoError may come from any call on a socket error other than
+// reset. Not thread-safe; one owner.
 class Stream {
  public:
   static Result<Stream> client(const ClientContext& ctx, int fd, const ClientStreamOptions& opts);
@@ -126,7 +134,8 @@ class Stream {
   bool resumed() const noexcept;
   std::string_view version() const noexcept;  // "TLSv1.3"
   std::string_view cipher() const noexcept;
-  // Why the handshake failed, in words (verification error, OpenSSL reason); empty if it did not.
+  // Why the handshake (or a later read/write) failed, in words (verification error and the name
+  // expected, the server's pin, OpenSSL's reason); empty while nothing has failed.
   const std::string& failure() const noexcept;
 
  private:
