@@ -81,6 +81,25 @@ def free_port_tcp_udp(host="127.0.0.1") -> int:
     raise RuntimeError("no port free for both TCP and UDP")
 
 
+def tcp_states(port: int) -> list[str]:
+    """States (hex codes from /proc/net/tcp{,6}: 01 ESTABLISHED, 06 TIME_WAIT, 08 CLOSE_WAIT, ...)
+    of every loopback TCP socket with `port` at either end: a way to observe a connection between
+    two processes the test does not own."""
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            local_port = int(f[1].rsplit(":", 1)[1], 16)
+            remote_port = int(f[2].rsplit(":", 1)[1], 16)
+            if port in (local_port, remote_port) and f[3] != "0A":  # 0A: LISTEN
+                states.append(f[3])
+    return states
+
+
 def split_hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
