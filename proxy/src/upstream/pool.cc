@@ -139,6 +139,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
   }
 
   const std::string& failure() const noexcept { return failure_; }
+  bool resumed() const noexcept { return stream_ && stream_->resumed(); }
 
   void onEvents(uint32_t ev) override {
     if (state_ == State::Closed) return;
@@ -537,6 +538,7 @@ void Pool::onConnectionUp(Connection& c) {
   h.failures = 0;
   h.down_until = {};
   counters_.upstream_handshakes.inc();
+  if (c.resumed()) counters_.upstream_resumed.inc();
 }
 
 void Pool::onConnectionDown(Connection& c, Errc why, bool was_up) {
