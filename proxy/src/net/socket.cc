@@ -137,6 +137,15 @@ Result<Fd> udpSocket(const SocketAddress& bind_to, bool reuse_port, int* err_no)
   if (!fd) return fail(err_no);
   if (reuse_port) setInt(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1);
   if (bind_to.family() == AF_INET6) setInt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1);
+  // Bursts must not overflow the kernel's queue while the worker is busy: ask for 4 MiB (beyond
+  // net.core.rmem_max only with CAP_NET_ADMIN; otherwise the kernel caps it).
+  constexpr int kBuffer = 4 << 20;
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &kBuffer, sizeof kBuffer) != 0) {
+    setInt(fd.get(), SOL_SOCKET, SO_RCVBUF, kBuffer);
+  }
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &kBuffer, sizeof kBuffer) != 0) {
+    setInt(fd.get(), SOL_SOCKET, SO_SNDBUF, kBuffer);
+  }
   if (::bind(fd.get(), bind_to.sa(), bind_to.len()) != 0) return fail(err_no);
   return fd;
 }

@@ -54,6 +54,8 @@ class IdSource {
 thread_local IdSource t_ids;
 
 constexpr unsigned kMaxAttempts = 2;
+// Requests waiting for a free slot on a full connection, per worker; beyond this, SERVFAIL.
+constexpr size_t kMaxWaiting = 16384;
 
 }  // namespace
 
@@ -129,7 +131,16 @@ class Pool::Connection final : public net::EventLoop::Handler {
     pending_.emplace(qid, Pending{request_id, q.qname, q.qtype, q.qclass, pool_.loop_.now()});
     pool_.loop_.cancel(idle_timer_);
     idle_timer_ = 0;
-    if (state_ == State::Ready) flush();
+    // Queries sent in one round of the loop leave in one TLS write (one record, one syscall).
+    if (state_ == State::Ready && !flush_scheduled_) {
+      flush_scheduled_ = true;
+      pool_.loop_.defer([pool = &pool_, id = id_] {
+        auto it = pool->connections_.find(id);
+        if (it == pool->connections_.end()) return;
+        it->second->flush_scheduled_ = false;
+        if (it->second->state_ == State::Ready) it->second->flush();
+      });
+    }
     return qid;
   }
 
@@ -342,6 +353,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
   net::EventLoop::TimerId connect_timer_ = 0;
   net::EventLoop::TimerId idle_timer_ = 0;
   std::string failure_;
+  bool flush_scheduled_ = false;
 };
 
 Pool::Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSettings& settings,
@@ -440,6 +452,11 @@ void Pool::attempt(uint64_t request_id) {
   int up = pickUpstream(r);
   Connection* c = up >= 0 ? pickConnection(static_cast<size_t>(up)) : nullptr;
   if (!c) {
+    // Every connection to a healthy upstream is full: wait for a free slot (bounded queue).
+    if (up >= 0 && waiting_.size() < kMaxWaiting) {
+      waiting_.push_back(request_id);
+      return;
+    }
     counters_.upstream_no_upstream.inc();
     if (r.outstanding.empty()) {
       finish(request_id, std::unexpected(up < 0 ? Errc::NoUpstream : Errc::Overloaded));
@@ -530,6 +547,21 @@ void Pool::finish(uint64_t request_id, Result<Answer> result) {
     if (auto c = connections_.find(o.conn); c != connections_.end()) c->second->forget(o.qid);
   }
   r->done(std::move(result));
+  drainWaiting();
+}
+
+void Pool::drainWaiting() {
+  if (draining_waiting_ || waiting_.empty()) return;
+  draining_waiting_ = true;
+  for (size_t n = waiting_.size(); n > 0 && !waiting_.empty(); --n) {
+    uint64_t id = waiting_.front();
+    waiting_.pop_front();
+    if (!requests_.contains(id)) continue;  // finished by its deadline meanwhile
+    size_t before = waiting_.size();
+    attempt(id);
+    if (waiting_.size() > before) break;  // still no room anywhere
+  }
+  draining_waiting_ = false;
 }
 
 void Pool::onConnectionUp(Connection& c) {
@@ -539,6 +571,7 @@ void Pool::onConnectionUp(Connection& c) {
   h.down_until = {};
   counters_.upstream_handshakes.inc();
   if (c.resumed()) counters_.upstream_resumed.inc();
+  loop_.defer([this] { drainWaiting(); });
 }
 
 void Pool::onConnectionDown(Connection& c, Errc why, bool was_up) {

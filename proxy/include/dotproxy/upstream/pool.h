@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -91,6 +92,7 @@ class Pool {
   void onConnectionDown(Connection& c, Errc why, bool was_up);
   Connection* pickConnection(size_t upstream_index);
   int pickUpstream(const Request& r);
+  void drainWaiting();
 
   net::EventLoop& loop_;
   std::vector<Upstream> upstreams_;
@@ -100,6 +102,8 @@ class Pool {
   std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
   std::vector<tls::Session> sessions_;  // per upstream, for resumption
+  std::deque<uint64_t> waiting_;        // request ids waiting for room on a connection
+  bool draining_waiting_ = false;
   uint64_t next_request_ = 1;
   uint64_t next_connection_ = 1;
   size_t rr_ = 0;
