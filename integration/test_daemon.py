@@ -2,7 +2,6 @@
 SIGTERM/SIGINT with in-flight queries answered, configuration checks with file:line: key errors,
 --version, and a clear message when a privileged port cannot be bound."""
 
-import json
 import os
 import re
 import signal
@@ -14,7 +13,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from conftest import DOTPROXY_BIN, free_port_tcp_udp, make_query, wait_for
+from conftest import DOTPROXY_BIN, free_port_tcp_udp, make_query, recv_frame, wait_for
 
 RUN_TIMEOUT = 10  # seconds for a one-shot dotproxy run (--version, --check-config, bind failure)
 
@@ -86,12 +85,7 @@ def test_signal_drains_in_flight_query(mock, proxy, sig, transport):
         if transport == "udp":
             data = s.recvfrom(65535)[0]
         else:
-            n = int.from_bytes(s.recv(2), "big")
-            data = b""
-            while len(data) < n:
-                chunk = s.recv(n - len(data))
-                assert chunk, "connection closed before the answer"
-                data += chunk
+            data = recv_frame(s, time.monotonic() + 5)
     finally:
         s.close()
     r = dns.message.from_wire(data)

@@ -3,7 +3,6 @@ configured CA (or match a pin); otherwise no query is sent, the client gets SERV
 is counted and logged. No plaintext fallback, ever."""
 
 import dns.rcode
-import pytest
 
 from conftest import make_query
 

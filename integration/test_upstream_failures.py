@@ -7,7 +7,6 @@ import time
 
 import dns.message
 import dns.rcode
-import pytest
 
 from conftest import free_port, make_query, tcp_states, wait_for
 
