@@ -22,6 +22,9 @@ constexpr int kAcceptBatch = 64;  // connections accepted per wake-up
 constexpr int kUdpBatch = 64;     // datagrams per wake-up (level-triggered: the rest come next)
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kCompactOutput = 64 * 1024;
+// A client that sends queries but does not read answers stops being read from beyond this much
+// pending output (TCP flow control then holds it back).
+constexpr size_t kMaxPendingOutput = 1024 * 1024;
 
 std::string_view transportName(Transport t) noexcept {
   switch (t) {
@@ -146,7 +149,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     last_activity_ = server_.loop_.now();
     server_.loop_.add(fd_.get(), EPOLLIN, this);
     interest_ = EPOLLIN;
-    armIdleTimer(server_.idle_timeout_);
+    if (server_.idle_timeout_.count() > 0) armIdleTimer(server_.idle_timeout_);
   }
 
   void onEvents(uint32_t /*epoll_events*/) override {
@@ -155,9 +158,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     if (state_ == State::Handshaking && !handshake()) return;
     // After the handshake too: its last read may have pulled application data into TLS buffers,
     // which would never make the socket readable again.
-    if (!readAll()) return;
-    if (!flush()) return;
-    updateInterest();
+    pump();
   }
 
  private:
@@ -188,11 +189,33 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     return stream_ ? stream_->write(data) : net::writeSome(fd_.get(), data);
   }
 
-  // Reads until the socket (and TLS) has nothing more, answering every whole message. False if the
-  // connection was closed.
+  // Reads, answers and writes until the socket waits (or the client stops reading our answers).
+  void pump() {
+    for (;;) {
+      if (!readAll() || !flush()) return;
+      // Paused with TLS-buffered input that will not wake us again: go on once output drained.
+      if (!paused_ || backlogged()) break;
+    }
+    updateInterest();
+  }
+
+  bool backlogged() const noexcept { return out_.size() - out_pos_ > kMaxPendingOutput; }
+
+  // Reads until the socket (and TLS) has nothing more, answering every whole message, or until
+  // output is backlogged (paused_). False if the connection was closed.
   bool readAll() {
     std::array<std::byte, kReadChunk> buf;
+    paused_ = false;
     for (;;) {
+      while (!backlogged()) {
+        auto msg = framer_.next();
+        if (!msg) break;
+        if (!answer(*msg)) return false;
+      }
+      if (backlogged()) {
+        paused_ = true;
+        return true;
+      }
       auto n = readSome(buf);
       if (!n) {
         if (n.error() == Errc::WantRead) return true;
@@ -205,9 +228,6 @@ class MockServer::Connection final : public net::EventLoop::Handler {
       }
       read_wants_write_ = false;
       framer_.feed(WireView(buf.data(), *n));
-      while (auto msg = framer_.next()) {
-        if (!answer(*msg)) return false;
-      }
     }
   }
 
@@ -229,7 +249,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
           timers_.erase(key);
           if (state_ == State::Closed) return;
           queue(wire, counted);
-          if (flush()) updateInterest();
+          pump();
         });
     timers_.emplace(key, id);
     return true;
@@ -243,6 +263,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
   // Writes as much pending output as the socket takes. False if the connection was closed.
   bool flush() {
     write_blocked_ = false;
+    write_wants_read_ = false;
     while (out_pos_ < out_.size()) {
       auto n = writeSome(WireView(out_.data() + out_pos_, out_.size() - out_pos_));
       if (!n) {
@@ -250,7 +271,10 @@ class MockServer::Connection final : public net::EventLoop::Handler {
           write_blocked_ = true;
           break;
         }
-        if (n.error() == Errc::WantRead) break;  // TLS: retried on the next readable event
+        if (n.error() == Errc::WantRead) {  // TLS: retried on the next readable event
+          write_wants_read_ = true;
+          break;
+        }
         close(fmt::format("write: {}", errcName(n.error())));
         return false;
       }
@@ -269,7 +293,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
 
   void updateInterest() {
     if (state_ == State::Closed) return;
-    uint32_t want = EPOLLIN;
+    uint32_t want = (paused_ && !write_wants_read_) ? 0u : static_cast<uint32_t>(EPOLLIN);
     if (state_ == State::Handshaking ? want_write_ : (write_blocked_ || read_wants_write_)) {
       want |= EPOLLOUT;
     }
@@ -322,6 +346,8 @@ class MockServer::Connection final : public net::EventLoop::Handler {
   size_t out_pos_ = 0;
   bool want_write_ = false;        // handshake waits for writability
   bool write_blocked_ = false;     // output waits for writability
+  bool write_wants_read_ = false;  // TLS write waits for readability
+  bool paused_ = false;            // not reading: too much output pending
   bool read_wants_write_ = false;  // TLS read waits for writability
   uint32_t interest_ = 0;
   net::Clock::time_point last_activity_{};
