@@ -213,7 +213,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--delay-ms", o.delay_ms, "delay every answer by this much")
       ->capture_default_str();
-  app.add_option("--idle-timeout-ms", o.idle_timeout_ms, "close idle DoT/TCP connections")
+  app.add_option("--idle-timeout-ms", o.idle_timeout_ms,
+                 "close idle DoT/TCP connections after this long (0 = never)")
       ->capture_default_str();
   app.add_option("--log-level", o.log_level, "debug, info, warn, error, off")
       ->capture_default_str();
