@@ -659,7 +659,14 @@ Result<size_t> Stream::write(WireView data) noexcept {
 }
 
 void Stream::shutdown() noexcept {
-  if (!state_ || !state_->done || state_->fatal) return;
+  // After the peer's close_notify (Closed from SSL_ERROR_ZERO_RETURN) answering with ours is
+  // still allowed, and it matters: OpenSSL marks the session of a connection freed without a sent
+  // close_notify as not resumable. After any other failure SSL_shutdown must not be called.
+  if (!state_ || !state_->done) return;
+  if (state_->fatal && !(*state_->fatal == Errc::Closed &&
+                         (SSL_get_shutdown(state_->ssl.get()) & SSL_RECEIVED_SHUTDOWN))) {
+    return;
+  }
   ERR_clear_error();
   SSL_shutdown(state_->ssl.get());  // queues and tries to send close_notify; never waits
   ERR_clear_error();
