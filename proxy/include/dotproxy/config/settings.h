@@ -1,6 +1,6 @@
 #pragma once
-// One Settings struct for the daemon: defaults here, then the TOML file (--config), then flags (flags
-// win). Validation errors name the file, line and key. Exceptions only here, at start-up.
+// One Settings struct for the daemon: defaults here, then the TOML file (--config), then flags
+// (flags win). Validation errors name the file, line and key. Exceptions only here, at start-up.
 
 #include <chrono>
 #include <cstdint>
@@ -17,9 +17,9 @@ namespace dotproxy::config {
 using std::chrono::milliseconds;
 
 struct UpstreamSettings {
-  net::SocketAddress address;   // IP literal and port (853 by default)
-  std::string tls_name;         // SNI and verified name; empty = verify the IP address
-  std::string ca_file;          // empty = the global ca_file, else the system store
+  net::SocketAddress address;     // IP literal and port (853 by default)
+  std::string tls_name;           // SNI and verified name; empty = verify the IP address
+  std::string ca_file;            // empty = the global ca_file, else the system store
   std::vector<std::string> pins;  // base64 SHA-256 SPKI pins; empty = no pinning
 };
 
@@ -28,12 +28,12 @@ struct Settings {
   std::vector<net::SocketAddress> listen;  // default 127.0.0.1:53
   unsigned workers = 0;                    // 0 = one per core
   log::Level log_level = log::Level::Info;
-  size_t max_udp_size = 1232;              // our EDNS buffer size, cap on UDP replies
-  unsigned tcp_max_clients = 1024;         // concurrent TCP clients, whole process
-  unsigned tcp_max_inflight = 128;         // pipelined queries in flight per TCP client
-  milliseconds tcp_idle_timeout{10'000};   // RFC 7766 6.2.3: idle client connections
-  milliseconds shutdown_grace{2'000};      // SIGTERM: time for in-flight queries to finish
-  bool forward_ecs = false;                // pass the client's ECS option upstream
+  size_t max_udp_size = 1232;             // our EDNS buffer size, cap on UDP replies
+  unsigned tcp_max_clients = 1024;        // concurrent TCP clients, whole process
+  unsigned tcp_max_inflight = 128;        // pipelined queries in flight per TCP client
+  milliseconds tcp_idle_timeout{10'000};  // RFC 7766 6.2.3: idle client connections
+  milliseconds shutdown_grace{2'000};     // SIGTERM: time for in-flight queries to finish
+  bool forward_ecs = false;               // pass the client's ECS option upstream
 
   // [upstream] and [[upstream.servers]]
   std::vector<UpstreamSettings> upstreams;  // default Cloudflare 1.1.1.1 and 1.0.0.1
@@ -43,9 +43,9 @@ struct Settings {
   milliseconds attempt_timeout{700};        // one upstream attempt before the retry
   milliseconds connect_timeout{1'000};      // TCP connect + TLS handshake
   milliseconds idle_timeout{10'000};        // idle upstream connections are closed
-  unsigned connections_per_upstream = 4;    // per worker; more open only when the open ones are full
+  unsigned connections_per_upstream = 4;  // per worker; more open only when the open ones are full
   unsigned max_inflight_per_connection = 100;
-  size_t padding_block = 128;               // RFC 8467; 0 = off
+  size_t padding_block = 128;  // RFC 8467; 0 = off
   milliseconds backoff_initial{250};
   milliseconds backoff_max{10'000};
 
@@ -70,7 +70,8 @@ void applyToml(Settings& s, std::string_view toml_text, std::string_view origin)
 // --version, or a usage/config error already printed to stderr, exit code 2).
 std::optional<Settings> parseCommandLine(int argc, const char* const* argv, int* exit_code);
 
-// "HOST[:PORT][#TLS-NAME]", HOST an IP literal ([v6]:port for IPv6 with a port). Throws ConfigError.
+// "HOST[:PORT][#TLS-NAME]", HOST an IP literal ([v6]:port for IPv6 with a port). Throws
+// ConfigError.
 UpstreamSettings parseUpstreamSpec(std::string_view spec);
 
 }  // namespace dotproxy::config

@@ -22,16 +22,41 @@ class Counter {
 };
 
 // X-macro: one list gives the fields, their names and the sum.
-#define DOTPROXY_COUNTERS(X)                                                                       \
-  X(udp_queries)                                                                                   \
-  X(tcp_queries) X(tcp_connections) X(tcp_refused_overload) X(tcp_closed_idle) X(tcp_closed_error) \
-      X(dropped_short) X(dropped_response) X(formerr) X(notimp) X(badvers) X(servfail)             \
-          X(truncated) X(answers) X(coalesced) X(upstream_queries) X(upstream_answers)             \
-              X(upstream_retries) X(upstream_timeouts) X(upstream_malformed) X(upstream_mismatch)  \
-                  X(upstream_connects) X(upstream_handshakes) X(upstream_resumed)                  \
-                      X(upstream_tls_failures) X(upstream_verify_failures)                         \
-                          X(upstream_connect_failures) X(upstream_resets) X(upstream_stalls)       \
-                              X(upstream_idle_closes) X(upstream_no_upstream) X(padded_queries)
+// clang-format off
+#define DOTPROXY_COUNTERS(X) \
+  X(udp_queries) \
+  X(tcp_queries) \
+  X(tcp_connections) \
+  X(tcp_refused_overload) \
+  X(tcp_closed_idle) \
+  X(tcp_closed_error) \
+  X(dropped_short) \
+  X(dropped_response) \
+  X(formerr) \
+  X(notimp) \
+  X(badvers) \
+  X(servfail) \
+  X(truncated) \
+  X(answers) \
+  X(coalesced) \
+  X(upstream_queries) \
+  X(upstream_answers) \
+  X(upstream_retries) \
+  X(upstream_timeouts) \
+  X(upstream_malformed) \
+  X(upstream_mismatch) \
+  X(upstream_connects) \
+  X(upstream_handshakes) \
+  X(upstream_resumed) \
+  X(upstream_tls_failures) \
+  X(upstream_verify_failures) \
+  X(upstream_connect_failures) \
+  X(upstream_resets) \
+  X(upstream_stalls) \
+  X(upstream_idle_closes) \
+  X(upstream_no_upstream) \
+  X(padded_queries)
+// clang-format on
 
 struct Counters {
 #define DOTPROXY_COUNTER_FIELD(name) Counter name;
