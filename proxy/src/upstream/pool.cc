@@ -60,7 +60,9 @@ constexpr size_t kMaxWaiting = 16384;
 }  // namespace
 
 struct Pool::Health {
-  unsigned failures = 0;
+  unsigned failures = 0;  // consecutive failed connection attempts
+  unsigned broken =
+      0;  // consecutive working connections lost with queries on them, no answer since
   Clock::time_point down_until{};
 };
 
@@ -213,7 +215,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
     auto pending = std::move(pending_);
     pending_.clear();
     teardown();
-    pool_.onConnectionDown(*this, why, was_up);
+    pool_.onConnectionDown(*this, why, was_up, !pending.empty());
     for (auto& [qid, p] : pending) pool_.onAttemptFailed(p.request_id, why);
   }
 
@@ -533,6 +535,7 @@ void Pool::onAttemptFailed(uint64_t request_id, Errc why) {
 
 void Pool::onAnswer(Connection& c, uint64_t request_id, Answer answer) {
   health_[c.upstream()].failures = 0;
+  health_[c.upstream()].broken = 0;
   finish(request_id, std::move(answer));
 }
 
@@ -574,7 +577,7 @@ void Pool::onConnectionUp(Connection& c) {
   loop_.defer([this] { drainWaiting(); });
 }
 
-void Pool::onConnectionDown(Connection& c, Errc why, bool was_up) {
+void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_queries) {
   const Upstream& up = upstreams_[c.upstream()];
   switch (why) {
     case Errc::TlsVerifyFailed:
@@ -592,16 +595,23 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up) {
       if (!was_up) counters_.upstream_connect_failures.inc();
       break;
   }
-  // A connection that worked and then broke says little about the next one: its queries retry on
-  // a fresh connection at once. Failing to connect or to handshake puts the upstream in backoff.
-  if (was_up) {
-    log::info("upstream {}: connection lost: {}", up.label(),
-              c.failure().empty() ? std::string(errcName(why)) : c.failure());
-    return;
-  }
   Health& h = health_[c.upstream()];
-  ++h.failures;
-  auto backoff = settings_.backoff_initial * (1u << std::min(h.failures - 1, 16u));
+  unsigned strikes = 0;
+  if (was_up) {
+    // One working connection that broke says little about the next: its queries retry on a fresh
+    // connection at once. An upstream that breaks connection after connection (stalls, resets)
+    // without answering in between is avoided like one that cannot be reached.
+    if (lost_queries) ++h.broken;
+    if (h.broken < 2) {
+      log::info("upstream {}: connection lost: {}", up.label(),
+                c.failure().empty() ? std::string(errcName(why)) : c.failure());
+      return;
+    }
+    strikes = h.broken - 1;
+  } else {
+    strikes = ++h.failures;
+  }
+  auto backoff = settings_.backoff_initial * (1u << std::min(strikes - 1, 16u));
   if (backoff > settings_.backoff_max) backoff = settings_.backoff_max;
   h.down_until = loop_.now() + backoff;
   log::warn("upstream {}: {} ({}); backing off {} ms", up.label(),

@@ -89,7 +89,7 @@ class Pool {
   void onAttemptFailed(uint64_t request_id, Errc why);
   void finish(uint64_t request_id, Result<Answer> result);
   void onConnectionUp(Connection& c);
-  void onConnectionDown(Connection& c, Errc why, bool was_up);
+  void onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_queries);
   Connection* pickConnection(size_t upstream_index);
   int pickUpstream(const Request& r);
   void drainWaiting();
