@@ -177,3 +177,31 @@ def test_zero_length_frame_does_not_kill_the_daemon(pair):
             pass
     r = p.tcp(make_query("alive.test."))
     assert r.rcode() == dns.rcode.NOERROR
+
+
+def test_concurrent_tcp_clients_are_capped(mock, proxy):
+    """tcp_max_clients = 2: a third concurrent client is closed at once and counted; once one of
+    the first two leaves, a new client is served again."""
+    m = mock()
+    p = proxy(m, config="[server]\ntcp_max_clients = 2\n")
+    first, second = tcp_connect(p.addr), tcp_connect(p.addr)
+    for i, s in enumerate((first, second)):
+        s.sendall(frame(make_query(f"c{i}.test.", qid=i).to_wire()))
+        assert dns.message.from_wire(recv_frame(s, time.monotonic() + 5)).id == i
+    third = tcp_connect(p.addr)
+    third.sendall(frame(make_query("c2.test.", qid=2).to_wire()))
+    wait_closed(third, 5)
+    third.close()
+    assert p.stats()["tcp_refused_overload"] >= 1
+    first.close()
+
+    def served():
+        with tcp_connect(p.addr) as s:
+            s.sendall(frame(make_query("c3.test.", qid=3).to_wire()))
+            try:
+                return dns.message.from_wire(recv_frame(s, time.monotonic() + 1)).id == 3
+            except Exception:
+                return False
+
+    wait_for(served, 5, interval=0.05, what="a new client to be served after one left")
+    second.close()

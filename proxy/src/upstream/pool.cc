@@ -430,11 +430,8 @@ Pool::Connection* Pool::pickConnection(size_t upstream) {
     };
     if (!best || rank(*c) < rank(*best)) best = c.get();
   }
-  if (best && (best->state() == Connection::State::Ready || best->pending() == 0 ||
-               count >= settings_.connections_per_upstream)) {
-    return best;
-  }
-  if (count >= settings_.connections_per_upstream) return best;
+  // A new connection only when every open (or opening) one is full.
+  if (best || count >= settings_.connections_per_upstream) return best;
   uint64_t id = next_connection_++;
   auto c = std::make_unique<Connection>(*this, id, upstream);
   if (!c->start()) {
