@@ -132,3 +132,20 @@ def test_identical_concurrent_queries_are_coalesced(mock, proxy):
     assert after["dot_queries"] - before["dot_queries"] == 1, (before, after)
     assert ps["coalesced"] >= 19, ps
     assert ps["answers"] >= 21, ps
+
+
+def test_wildcard_listener_answers_from_the_address_asked(mock, proxy):
+    """Bound to 0.0.0.0, a UDP answer must leave from the address the client sent to (here
+    127.0.0.2, a second loopback address), or the client discards it as coming from a stranger."""
+    m = mock()
+    p = proxy(m, listen=["0.0.0.0:0"])
+    port = p.listen[0][1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        q = make_query("wild.test.")
+        s.sendto(q.to_wire(), ("127.0.0.2", port))
+        data, source = s.recvfrom(65535)
+    assert source == ("127.0.0.2", port), source
+    r = dns.message.from_wire(data)
+    assert r.id == q.id and r.answer[0][0].address == "192.0.2.1"

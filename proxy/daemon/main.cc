@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "dotproxy/config/settings.h"
+#include "dotproxy/net/udp.h"
 #include "dotproxy/tls/tls.h"
 #include "dotproxy/util/log.h"
 #include "worker.h"
@@ -52,6 +53,7 @@ std::vector<std::vector<ListenSockets>> bindAll(std::vector<net::SocketAddress>&
         auto udp = net::udpSocket(a, true, &err);
         if (!udp) throw StartupError(bindError(a, "UDP", err));
         if (a.port() == 0) a = net::localAddress(udp->get());
+        net::enablePacketInfo(udp->get(), a);
         auto tcp = net::tcpListener(a, true, 1024, &err);
         if (!tcp) {
           if (ephemeral && err == EADDRINUSE && tries < 20) {

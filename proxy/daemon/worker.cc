@@ -18,12 +18,6 @@ using net::Clock;
 class UdpListener final : public net::EventLoop::Handler {
  public:
   UdpListener(Worker& w, net::Fd fd) : w_(w), fd_(std::move(fd)) {
-    for (size_t i = 0; i < kBatch; ++i) {
-      iov_[i] = {bufs_[i], sizeof bufs_[i]};
-      msgs_[i].msg_hdr.msg_iov = &iov_[i];
-      msgs_[i].msg_hdr.msg_iovlen = 1;
-      msgs_[i].msg_hdr.msg_name = &peers_[i];
-    }
     w_.loop().add(fd_.get(), EPOLLIN, this);
   }
 
@@ -32,82 +26,41 @@ class UdpListener final : public net::EventLoop::Handler {
   void onEvents(uint32_t) override {
     // A bounded number of batches per wake-up keeps TCP clients and upstreams served under flood.
     for (int round = 0; round < 8; ++round) {
-      for (size_t i = 0; i < kBatch; ++i) {
-        msgs_[i].msg_hdr.msg_namelen = sizeof peers_[i];
-        msgs_[i].msg_hdr.msg_flags = 0;
-      }
-      int n = ::recvmmsg(fd_.get(), msgs_, kBatch, MSG_DONTWAIT, nullptr);
-      if (n <= 0) break;
-      for (int i = 0; i < n; ++i) {
-        ClientRef client{
-            .udp = this,
-            .peer = net::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peers_[i]),
-                                                     msgs_[i].msg_hdr.msg_namelen)};
-        if (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      size_t n = rx_.receive(fd_.get());
+      for (size_t i = 0; i < n; ++i) {
+        net::Datagram d = rx_[i];
+        ClientRef client{.udp = this, .peer = d.peer, .local = d.local};
+        if (d.truncated) {
           // Larger than any query we take: answer FORMERR from the header we have.
           w_.counters().udp_queries.inc();
           w_.counters().formerr.inc();
-          send(client.peer, dns::buildErrorReply({bufs_[i], sizeof bufs_[i]}, dns::Rcode::FormErr));
+          send(client, dns::buildErrorReply(d.bytes, dns::Rcode::FormErr));
           continue;
         }
-        w_.onQuery({bufs_[i], msgs_[i].msg_len}, client);
+        w_.onQuery(d.bytes, client);
       }
-      if (static_cast<size_t>(n) < kBatch) break;
+      if (n < rx_.batch()) break;
     }
   }
 
   // Replies are batched and sent with sendmmsg once the current round of events is done.
-  void send(const net::SocketAddress& peer, PacketBuffer reply) {
+  void send(const ClientRef& client, PacketBuffer reply) {
     if (reply.empty()) return;
-    out_.push_back({peer, std::move(reply)});
+    tx_.queue(client.peer, client.local, std::move(reply));
     if (!flush_scheduled_) {
       flush_scheduled_ = true;
-      w_.loop().defer([this] { flush(); });
+      w_.loop().defer([this] {
+        flush_scheduled_ = false;
+        tx_.flush(fd_.get());
+      });
     }
   }
 
  private:
-  static constexpr size_t kBatch = 32;
-
-  struct Outgoing {
-    net::SocketAddress peer;
-    PacketBuffer wire;
-  };
-
-  void flush() {
-    flush_scheduled_ = false;
-    size_t done = 0;
-    while (done < out_.size()) {
-      mmsghdr msgs[kBatch];
-      iovec iov[kBatch];
-      size_t n = std::min(kBatch, out_.size() - done);
-      for (size_t i = 0; i < n; ++i) {
-        Outgoing& o = out_[done + i];
-        iov[i] = {o.wire.data(), o.wire.size()};
-        msgs[i] = {};
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = o.peer.sa();
-        msgs[i].msg_hdr.msg_namelen = o.peer.len();
-      }
-      int sent = ::sendmmsg(fd_.get(), msgs, static_cast<unsigned>(n), MSG_DONTWAIT);
-      if (sent <= 0) {
-        // Socket buffer full or the peer unreachable: skip this one, keep the rest going.
-        ++done;
-        continue;
-      }
-      done += static_cast<size_t>(sent);
-    }
-    out_.clear();
-  }
-
   Worker& w_;
   net::Fd fd_;
-  mmsghdr msgs_[kBatch] = {};
-  iovec iov_[kBatch];
-  sockaddr_storage peers_[kBatch];
-  std::byte bufs_[kBatch][4096];
-  std::vector<Outgoing> out_;
+  net::UdpReceiver rx_;
+  net::UdpSender tx_;
   bool flush_scheduled_ = false;
 };
 
@@ -181,7 +134,7 @@ class TcpClient final : public net::EventLoop::Handler {
           return;
         }
         ++inflight_;
-        w_.onQuery(*msg, ClientRef{.udp = nullptr, .peer = {}, .tcp_id = id_});
+        w_.onQuery(*msg, ClientRef{.tcp_id = id_});
         if (closed_) return;
       }
     }
@@ -381,7 +334,7 @@ void Worker::removeTcpClient(uint64_t id) {
 
 void Worker::deliver(const ClientRef& client, PacketBuffer reply) {
   if (client.udp) {
-    client.udp->send(client.peer, std::move(reply));
+    client.udp->send(client, std::move(reply));
     return;
   }
   auto it = tcp_clients_.find(client.tcp_id);

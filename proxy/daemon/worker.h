@@ -13,6 +13,7 @@
 #include "dotproxy/dns/query.h"
 #include "dotproxy/metrics/counters.h"
 #include "dotproxy/net/event_loop.h"
+#include "dotproxy/net/udp.h"
 #include "dotproxy/upstream/pool.h"
 
 namespace dotproxy::daemon {
@@ -30,7 +31,8 @@ class TcpClient;
 struct ClientRef {
   UdpListener* udp = nullptr;  // UDP: the socket the query came in on, and the peer
   net::SocketAddress peer;
-  uint64_t tcp_id = 0;  // TCP: the client connection's id (it may be gone by then)
+  net::PacketInfo local;  // UDP on a wildcard address: where to answer from
+  uint64_t tcp_id = 0;    // TCP: the client connection's id (it may be gone by then)
 };
 
 class Worker {
