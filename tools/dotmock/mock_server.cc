@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "dotproxy/net/udp.h"
 #include "dotproxy/tls/framer.h"
 #include "dotproxy/util/log.h"
 
@@ -19,7 +20,7 @@ namespace dotproxy::dotmock {
 namespace {
 
 constexpr int kAcceptBatch = 64;  // connections accepted per wake-up
-constexpr int kUdpBatch = 64;     // datagrams per wake-up (level-triggered: the rest come next)
+constexpr int kUdpRounds = 4;  // recvmmsg batches per wake-up (level-triggered: the rest come next)
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kCompactOutput = 64 * 1024;
 // A client that sends queries but does not read answers stops being read from beyond this much
@@ -41,9 +42,8 @@ std::string_view transportName(Transport t) noexcept {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// UDP: one datagram, one reply. Delayed replies wait on a timer with the peer's address.
-// TODO(core): net/socket.h has no datagram I/O; recvFrom/sendTo (or a recvmmsg/sendmmsg batch)
-// belong there. Until then this file calls recvfrom/sendto itself.
+// UDP: batches in, batches out (the core's recvmmsg/sendmmsg). Delayed replies wait on a timer
+// with the peer's address.
 class MockServer::UdpListener final : public net::EventLoop::Handler {
  public:
   UdpListener(MockServer& server, net::Fd fd) : server_(server), fd_(std::move(fd)) {
@@ -54,45 +54,47 @@ class MockServer::UdpListener final : public net::EventLoop::Handler {
   int fd() const noexcept { return fd_.get(); }
 
   void onEvents(uint32_t /*epoll_events*/) override {
-    for (int i = 0; i < kUdpBatch; ++i) {
-      sockaddr_storage from{};
-      socklen_t from_len = sizeof(from);
-      const ssize_t n = ::recvfrom(fd_.get(), buf_.data(), buf_.size(), 0,
-                                   reinterpret_cast<sockaddr*>(&from), &from_len);
-      if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-          log::debug("dotmock: udp recvfrom: {}", std::strerror(errno));
+    for (int round = 0; round < kUdpRounds; ++round) {
+      const size_t n = rx_.receive(fd_.get());
+      for (size_t i = 0; i < n; ++i) {
+        const net::Datagram d = rx_[i];
+        Reply reply = server_.responder_.respond(d.bytes, Transport::Udp);
+        if (reply.wire.empty()) continue;
+        if (reply.delay.count() > 0) {
+          server_.loop_.after(reply.delay,
+                              [this, peer = d.peer, local = d.local, counted = reply.counted,
+                               wire = std::move(reply.wire)]() mutable {
+                                send(peer, local, std::move(wire), counted);
+                              });
+        } else {
+          send(d.peer, d.local, std::move(reply.wire), reply.counted);
         }
-        return;
       }
-      const net::SocketAddress peer =
-          net::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&from), from_len);
-      Reply reply =
-          server_.responder_.respond(WireView(buf_.data(), static_cast<size_t>(n)), Transport::Udp);
-      if (reply.wire.empty()) continue;
-      if (reply.delay.count() > 0) {
-        server_.loop_.after(reply.delay,
-                            [this, peer, counted = reply.counted, wire = std::move(reply.wire)]() {
-                              send(peer, wire, counted);
-                            });
-      } else {
-        send(peer, reply.wire, reply.counted);
-      }
+      if (n < rx_.batch()) break;
     }
   }
 
  private:
-  void send(const net::SocketAddress& peer, WireView wire, bool counted) {
+  // Queued and sent together once this round of the loop is done. A full socket buffer drops the
+  // reply, as it would on the network.
+  void send(const net::SocketAddress& peer, const net::PacketInfo& local, PacketBuffer wire,
+            bool counted) {
     if (counted) ++server_.responder_.counters().answers;
-    // A full socket buffer drops the reply, as it would on the network.
-    if (::sendto(fd_.get(), wire.data(), wire.size(), MSG_DONTWAIT, peer.sa(), peer.len()) < 0) {
-      log::debug("dotmock: udp sendto {}: {}", peer.toString(), std::strerror(errno));
+    tx_.queue(peer, local, std::move(wire));
+    if (!flush_scheduled_) {
+      flush_scheduled_ = true;
+      server_.loop_.defer([this] {
+        flush_scheduled_ = false;
+        tx_.flush(fd_.get());
+      });
     }
   }
 
   MockServer& server_;
   net::Fd fd_;
-  std::array<std::byte, 65536> buf_{};
+  net::UdpReceiver rx_{32, 4096};
+  net::UdpSender tx_;
+  bool flush_scheduled_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -55,19 +55,6 @@ std::string txtText(size_t size) {
   return text;
 }
 
-// TXT rdata with one character-string per element (each at most 255 bytes).
-// TODO(core): dns::txtRdata only splits one text; a list form belongs next to it in dns/message.h.
-PacketBuffer txtRdataStrings(const std::vector<std::string>& strings) {
-  PacketBuffer out;
-  WireWriter w(out);
-  for (const std::string& s : strings) {
-    const std::string_view part = std::string_view(s).substr(0, 255);
-    w.u8(static_cast<uint8_t>(part.size()));
-    w.bytes(asWire(part));
-  }
-  return out;
-}
-
 PacketBuffer soaRdata(const dns::Name& zone, uint32_t minimum) {
   const std::string origin = zone.isRoot() ? std::string() : zone.toText();
   PacketBuffer out;
@@ -249,7 +236,7 @@ Reply Responder::respond(WireView query, Transport transport) {
                             .type = dns::type::TXT,
                             .klass = dns::klass::CH,
                             .ttl = 0,
-                            .rdata = txtRdataStrings(strings)});
+                            .rdata = dns::txtRdata(strings)});
     return {.wire = encodeFor(q, plan, transport), .counted = false};
   }
 
@@ -320,8 +307,9 @@ Reply Responder::respond(WireView query, Transport transport) {
           plan.rcode = dns::Rcode::ServFail;  // cannot fit in any message
         } else {
           // A TXT rdata holds at least one (possibly empty) character-string (RFC 1035 3.3.14).
-          positive(dns::type::TXT, txt_size == 0 ? txtRdataStrings({std::string()})
-                                                 : dns::txtRdata(txtText(txt_size)));
+          positive(dns::type::TXT, txt_size == 0
+                                       ? dns::txtRdata(std::vector<std::string>{std::string()})
+                                       : dns::txtRdata(txtText(txt_size)));
         }
         break;
       default:

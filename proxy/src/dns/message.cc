@@ -161,4 +161,15 @@ PacketBuffer txtRdata(std::string_view text) {
   return out;
 }
 
+PacketBuffer txtRdata(std::span<const std::string> strings) {
+  PacketBuffer out;
+  WireWriter w(out);
+  for (const std::string& s : strings) {
+    const std::string_view part = std::string_view(s).substr(0, 255);
+    w.u8(static_cast<uint8_t>(part.size()));
+    w.bytes(asWire(part));
+  }
+  return out;
+}
+
 }  // namespace dotproxy::dns

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "dotproxy/dns/name.h"
@@ -82,5 +84,7 @@ class MessageBuilder {
 
 // TXT rdata from text: split into character-strings of at most 255 bytes.
 PacketBuffer txtRdata(std::string_view text);
+// TXT rdata with one character-string per element (each cut at 255 bytes).
+PacketBuffer txtRdata(std::span<const std::string> strings);
 
 }  // namespace dotproxy::dns
