@@ -3,11 +3,11 @@
 # and running; `ci/deps.sh test` adds the test peers and tools. Needs root (or sudo) when installing.
 set -euo pipefail
 
-build_pkgs=(cmake ninja-build g++ pkg-config libssl-dev libldns-dev libcli11-dev
+build_pkgs=(cmake ninja-build g++ pkg-config ca-certificates libssl-dev libldns-dev libcli11-dev
             libtomlplusplus-dev libfmt-dev)
 test_pkgs=(googletest libgtest-dev clang-19 libclang-rt-19-dev clang-format-19
            python3-pytest python3-dnspython pybind11-dev python3-dev
-           bind9-dnsutils knot-dnsutils dnsperf unbound)
+           openssl bind9-dnsutils knot-dnsutils dnsperf unbound)
 
 pkgs=("${build_pkgs[@]}")
 [[ "${1:-build}" == test ]] && pkgs+=("${test_pkgs[@]}")
