@@ -3,15 +3,14 @@
 # on one worker pinned to CPU 0, forwarding over TLS to the same dotmock; dnsperf drives unique names
 # over UDP. dotmock and dnsperf share CPU 1. Prints queries/s, CPU per query and the ratios.
 #   bench/forwarding.sh [SECONDS] [RUNS]
-# Needs the release build (ci/run.sh --version builds it) and Debian's dnsdist and dnsperf.
+# Builds the release preset and installs Debian's dnsdist and dnsperf if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 runs=${2:-3}
-for p in dnsdist dnsperf; do
-  command -v "$p" >/dev/null || { echo "bench: $p missing (apt-get install dnsdist dnsperf)"; exit 2; }
-done
-[[ -x build/release/proxy/dotproxy ]] || { echo "bench: build the release preset first"; exit 2; }
+ci/deps.sh bench
+cmake --preset release >/dev/null
+cmake --build --preset release --target dotproxy dotmock >/dev/null
 
 work=$(mktemp -d)
 pids=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages dotproxy needs, only those missing. `ci/deps.sh build` for building
-# and running; `ci/deps.sh test` adds the test peers and tools. Needs root (or sudo) when installing.
+# and running; `ci/deps.sh test` adds the test peers and tools; `ci/deps.sh bench` adds the peers
+# the benchmarks compare against. Needs root (or sudo) when installing.
 set -euo pipefail
 
 build_pkgs=(cmake ninja-build g++ pkg-config ca-certificates libssl-dev libldns-dev libcli11-dev
@@ -8,9 +9,11 @@ build_pkgs=(cmake ninja-build g++ pkg-config ca-certificates libssl-dev libldns-
 test_pkgs=(googletest libgtest-dev clang-19 libclang-rt-19-dev clang-format-19
            python3-pytest python3-dnspython pybind11-dev python3-dev
            openssl bind9-dnsutils knot-dnsutils dnsperf unbound)
+bench_pkgs=(dnsdist dnsperf bind9-dnsutils)
 
 pkgs=("${build_pkgs[@]}")
 [[ "${1:-build}" == test ]] && pkgs+=("${test_pkgs[@]}")
+[[ "${1:-build}" == bench ]] && pkgs+=("${bench_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do
