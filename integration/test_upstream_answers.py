@@ -26,8 +26,9 @@ class ScriptedDot:
     """A DoT server: each query frame is passed to `behaviour(query_wire) -> list of actions`;
     an action is bytes (written as is) or "close". Records every query it received."""
 
-    def __init__(self, cert, key, behaviour):
+    def __init__(self, cert, key, behaviour, handshake_delay=0.0):
         self.behaviour = behaviour
+        self.handshake_delay = handshake_delay
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert), str(key))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -69,6 +70,8 @@ class ScriptedDot:
 
     def _serve(self, raw):
         raw.settimeout(5)
+        if self.handshake_delay:
+            self._stop.wait(self.handshake_delay)  # a slow path: the handshake starts late
         try:
             s = self.ctx.wrap_socket(raw, server_side=True)
         except (OSError, ssl.SSLError):
@@ -119,8 +122,8 @@ def good_answer(wire: bytes) -> dns.message.Message:
 def scripted(cert_pair):
     servers = []
 
-    def start(behaviour):
-        s = ScriptedDot(*cert_pair, behaviour)
+    def start(behaviour, **kw):
+        s = ScriptedDot(*cert_pair, behaviour, **kw)
         servers.append(s)
         return s
 
@@ -241,3 +244,55 @@ def test_client_ecs_forwarded_only_when_configured(scripted, proxy, cert_pair):
     (w,) = srv.queries
     ecs = [o for o in dns.message.from_wire(w).options if int(o.otype) == 8]
     assert len(ecs) == 1 and ecs[0].address == "192.0.2.0" and ecs[0].srclen == 24, ecs
+
+
+def test_malformed_answer_is_retried_at_once_on_another_connection(scripted, via):
+    """Our ID on an answer that does not parse: that attempt failed, and the retry goes out at
+    once (not after the attempt timeout) on a fresh connection."""
+    srv = scripted(lambda w: [framed(w[:2] + b"\x81\x80" + b"\xff" * 30)])
+    p = via(srv)
+    t0 = time.monotonic()
+    r = p.udp(make_query("bad-body.test."), timeout=5)
+    elapsed = time.monotonic() - t0
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert len(srv.queries) == 2, f"expected one retry, upstream saw {len(srv.queries)} queries"
+    assert srv.connections == 2, "the retry must use another connection"
+    assert elapsed < 0.5, f"retry waited for a timeout: SERVFAIL after {elapsed:.2f}s"
+
+
+def test_unanswered_query_is_retried_once_on_another_connection(scripted, via):
+    srv = scripted(lambda w: [])
+    p = via(srv)
+    r = p.udp(make_query("silent.test."), timeout=5)
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert len(srv.queries) == 2, f"expected exactly one retry, upstream saw {len(srv.queries)}"
+    assert srv.connections == 2, "the retry must use another connection"
+
+
+def test_slow_answer_within_the_deadline_is_relayed(scripted, proxy, cert_pair):
+    """An answer that takes longer than one attempt (a cold cache upstream) but arrives before the
+    client's deadline is relayed: the first attempt is not abandoned when the retry goes out."""
+    def slow(w):
+        time.sleep(1.0)  # this connection's thread only
+        return [framed(good_answer(w))]
+
+    srv = scripted(slow)
+    p = proxy(None, upstreams=[f"127.0.0.1:{srv.port}#dotmock.test"], ca_file=str(cert_pair[0]),
+              config="[upstream]\nquery_timeout_ms = 1800\nattempt_timeout_ms = 600\n")
+    assert p.udp(make_query("warm.test."), timeout=5).rcode() == dns.rcode.NOERROR
+    r = p.udp(make_query("slow.test."), timeout=5)
+    assert r.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(r.rcode())
+    assert p.stats()["upstream_stalls"] == 0
+
+
+def test_slow_handshake_within_connect_timeout_is_used(scripted, proxy, cert_pair):
+    """A TLS handshake slower than one attempt timeout (a long path) but within connect_timeout:
+    the connection is used, not torn down by the attempt timer."""
+    srv = scripted(lambda w: [framed(good_answer(w))], handshake_delay=0.5)
+    p = proxy(None, upstreams=[f"127.0.0.1:{srv.port}#dotmock.test"], ca_file=str(cert_pair[0]),
+              config="[upstream]\nquery_timeout_ms = 1500\nattempt_timeout_ms = 300\n"
+                     "connect_timeout_ms = 1200\n")
+    r = p.udp(make_query("far.test."), timeout=5)
+    assert r.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(r.rcode())
+    s = p.stats()
+    assert s["upstream_handshakes"] >= 1 and s["upstream_stalls"] == 0, s

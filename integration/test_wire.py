@@ -323,3 +323,20 @@ def test_daemon_survives_a_burst_of_hostile_messages(pair):
             s.sendall(frame(wire))
         s.sendall(frame(b"\x00" * 3))
     assert_still_serving(p)
+
+
+def test_oversized_response_datagram_gets_no_reply(mock, proxy):
+    """A datagram larger than any query (and with QR=1) is still a response: never answered."""
+    m = mock()
+    p = proxy(m)
+    big = bytearray(make_query("big.test.", qid=0x4242).to_wire())
+    big[2] |= 0x80  # QR=1
+    big += b"\x00" * 5000
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(bytes(big), p.addr)
+        follow = make_query("after.test.", qid=0x4343)
+        s.sendto(follow.to_wire(), p.addr)
+        s.settimeout(5)
+        first = dns.message.from_wire(s.recvfrom(65535)[0])
+    assert first.id == 0x4343, "the oversized response was answered"
+    assert p.stats()["dropped_response"] >= 1

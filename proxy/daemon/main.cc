@@ -1,5 +1,6 @@
 // dotproxy: plain DNS over UDP and TCP in, DNS-over-TLS out.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -111,6 +112,19 @@ int run(int argc, char** argv) {
     log::warn(
         "TLS certificate verification is OFF (--insecure): upstream answers can be forged "
         "by anyone on the path");
+  }
+
+  // Every TCP client and upstream connection is a descriptor: take the hard limit, and say so when
+  // it is below what the TCP client cap needs.
+  if (rlimit lim{}; ::getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    if (lim.rlim_cur < s.tcp_max_clients + 256) {
+      log::warn(
+          "open file limit {} is low for tcp_max_clients = {}; raise it (ulimit -n, "
+          "LimitNOFILE=) or lower tcp_max_clients",
+          static_cast<unsigned long>(lim.rlim_cur), s.tcp_max_clients);
+    }
   }
 
   unsigned workers = s.workers ? s.workers : std::max(1u, std::thread::hardware_concurrency());

@@ -31,10 +31,20 @@ class UdpListener final : public net::EventLoop::Handler {
         net::Datagram d = rx_[i];
         ClientRef client{.udp = this, .peer = d.peer, .local = d.local};
         if (d.truncated) {
-          // Larger than any query we take: answer FORMERR from the header we have.
+          // Larger than any query we take: FORMERR from the header we have (never to a response,
+          // NOTIMP for an opcode we do not serve, as for any other query).
           w_.counters().udp_queries.inc();
-          w_.counters().formerr.inc();
-          send(client, dns::buildErrorReply(d.bytes, dns::Rcode::FormErr));
+          WireReader r(d.bytes);
+          dns::Header h = dns::readHeader(r);
+          if (h.qr()) {
+            w_.counters().dropped_response.inc();
+          } else if (h.opcode() != static_cast<uint8_t>(dns::Opcode::Query)) {
+            w_.counters().notimp.inc();
+            send(client, dns::buildErrorReply(d.bytes, dns::Rcode::NotImp));
+          } else {
+            w_.counters().formerr.inc();
+            send(client, dns::buildErrorReply(d.bytes, dns::Rcode::FormErr));
+          }
           continue;
         }
         w_.onQuery(d.bytes, client);
@@ -51,7 +61,7 @@ class UdpListener final : public net::EventLoop::Handler {
       flush_scheduled_ = true;
       w_.loop().defer([this] {
         flush_scheduled_ = false;
-        tx_.flush(fd_.get());
+        w_.counters().udp_send_failures.inc(tx_.flush(fd_.get()));
       });
     }
   }
@@ -88,6 +98,8 @@ class TcpClient final : public net::EventLoop::Handler {
       return;
     }
     if (ev & EPOLLOUT) flush();
+    if (closed_) return;
+    updateInterest();
     maybeClose();
   }
 
@@ -114,7 +126,7 @@ class TcpClient final : public net::EventLoop::Handler {
  private:
   void readAll() {
     std::byte buf[16384];
-    while (!read_closed_ && inflight_ < w_.settings().tcp_max_inflight) {
+    while (wantsInput()) {
       auto n = net::readSome(fd_.get(), buf);
       if (!n) {
         if (n.error() == Errc::WantRead) break;
@@ -141,6 +153,13 @@ class TcpClient final : public net::EventLoop::Handler {
     updateInterest();
   }
 
+  // Backpressure: a client that does not read its answers gets no more of its queries read, so
+  // neither its queries in flight nor its unsent answers grow without bound.
+  bool wantsInput() const noexcept {
+    return !read_closed_ && inflight_ < w_.settings().tcp_max_inflight &&
+           out_.size() - out_off_ < kMaxBacklog;
+  }
+
   void flush() {
     while (out_off_ < out_.size()) {
       auto n = net::writeSome(fd_.get(), WireView(out_).subspan(out_off_));
@@ -159,8 +178,7 @@ class TcpClient final : public net::EventLoop::Handler {
 
   void updateInterest() {
     if (closed_) return;
-    uint32_t ev = 0;
-    if (!read_closed_ && inflight_ < w_.settings().tcp_max_inflight) ev |= EPOLLIN;
+    uint32_t ev = wantsInput() ? EPOLLIN : 0u;
     if (out_off_ < out_.size()) ev |= EPOLLOUT;
     if (ev != events_) {
       w_.loop().modify(fd_.get(), ev, this);
@@ -197,6 +215,8 @@ class TcpClient final : public net::EventLoop::Handler {
     w_.removeTcpClient(id_);
   }
 
+  static constexpr size_t kMaxBacklog = 64 * 1024;
+
   Worker& w_;
   uint64_t id_;
   net::Fd fd_;
@@ -216,15 +236,18 @@ class TcpListener final : public net::EventLoop::Handler {
   TcpListener(Worker& w, net::Fd fd) : w_(w), fd_(std::move(fd)) {
     w_.loop().add(fd_.get(), EPOLLIN, this);
   }
+  ~TcpListener() { w_.loop().cancel(resume_timer_); }
   void stop() {
-    w_.loop().remove(fd_.get());
+    if (!paused_) w_.loop().remove(fd_.get());
+    w_.loop().cancel(resume_timer_);
+    resume_timer_ = 0;
     fd_.reset();
   }
   void onEvents(uint32_t) override {
     for (int i = 0; i < 64 && fd_; ++i) {
       auto fd = net::tcpAccept(fd_.get(), nullptr);
       if (!fd) {
-        if (fd.error() == Errc::Overloaded) w_.counters().tcp_refused_overload.inc();
+        if (fd.error() == Errc::Overloaded) pause();
         break;
       }
       w_.addTcpClient(std::move(*fd));
@@ -232,8 +255,23 @@ class TcpListener final : public net::EventLoop::Handler {
   }
 
  private:
+  // Out of file descriptors: the connection stays in the backlog and the level-triggered listener
+  // would fire again at once. Stop listening for a moment instead of spinning.
+  void pause() {
+    w_.counters().tcp_refused_overload.inc();
+    w_.loop().remove(fd_.get());
+    paused_ = true;
+    resume_timer_ = w_.loop().after(std::chrono::milliseconds(100), [this] {
+      resume_timer_ = 0;
+      paused_ = false;
+      if (fd_) w_.loop().add(fd_.get(), EPOLLIN, this);
+    });
+  }
+
   Worker& w_;
   net::Fd fd_;
+  bool paused_ = false;
+  net::EventLoop::TimerId resume_timer_ = 0;
 };
 
 // ---- Worker
@@ -250,6 +288,9 @@ upstream::PoolSettings poolSettings(const config::Settings& s) {
           .backoff_initial = s.backoff_initial,
           .backoff_max = s.backoff_max};
 }
+
+// Clients waiting on one question in flight, per worker.
+constexpr size_t kMaxWaitersPerQuestion = 1024;
 
 // Answers differ by name (case-folded), type, class, and the DO, CD and RD bits.
 std::string coalesceKey(const dns::QueryInfo& q, WireView raw, bool with_ecs) {
@@ -374,6 +415,13 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
 
   std::string key = coalesceKey(*q, raw, settings_.forward_ecs);
   auto [it, fresh] = inflight_.try_emplace(key);
+  if (!fresh && it->second.waiters.size() >= kMaxWaitersPerQuestion) {
+    // One question flooded while the upstream is slow must not grow without bound.
+    counters_.coalesce_overflow.inc();
+    counters_.servfail.inc();
+    deliver(client, dns::buildErrorReply(raw, dns::Rcode::ServFail));
+    return;
+  }
   it->second.waiters.push_back(Waiter{client, PacketBuffer(raw), *q});
   if (!fresh) {
     counters_.coalesced.inc();

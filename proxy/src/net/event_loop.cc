@@ -3,6 +3,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
 
@@ -53,12 +54,17 @@ void EventLoop::remove(int fd) noexcept {
 EventLoop::TimerId EventLoop::after(Clock::duration d, Task fn) {
   TimerId id = next_timer_++;
   timers_.emplace(id, std::move(fn));
-  timer_heap_.push({Clock::now() + d, id});
+  timer_heap_.push_back({Clock::now() + d, id});
+  std::push_heap(timer_heap_.begin(), timer_heap_.end(), std::greater<>());
   return id;
 }
 
 void EventLoop::cancel(TimerId id) noexcept {
-  timers_.erase(id);
+  if (id == 0 || timers_.erase(id) == 0) return;
+  if (timer_heap_.size() > 1024 && timer_heap_.size() > 4 * timers_.size()) {
+    std::erase_if(timer_heap_, [this](const TimerEntry& e) { return !timers_.contains(e.id); });
+    std::make_heap(timer_heap_.begin(), timer_heap_.end(), std::greater<>());
+  }
 }
 
 void EventLoop::defer(Task fn) {
@@ -81,7 +87,7 @@ void EventLoop::stop() noexcept {
 int EventLoop::nextTimeoutMs() const {
   if (!deferred_.empty()) return 0;
   if (timer_heap_.empty()) return 1000;
-  auto wait = timer_heap_.top().when - Clock::now();
+  auto wait = timer_heap_.front().when - Clock::now();
   if (wait <= Clock::duration::zero()) return 0;
   // Round up so a timer never fires early and the loop does not spin.
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
@@ -89,9 +95,10 @@ int EventLoop::nextTimeoutMs() const {
 }
 
 void EventLoop::runTimers() {
-  while (!timer_heap_.empty() && timer_heap_.top().when <= now_) {
-    TimerId id = timer_heap_.top().id;
-    timer_heap_.pop();
+  while (!timer_heap_.empty() && timer_heap_.front().when <= now_) {
+    TimerId id = timer_heap_.front().id;
+    std::pop_heap(timer_heap_.begin(), timer_heap_.end(), std::greater<>());
+    timer_heap_.pop_back();
     auto it = timers_.find(id);
     if (it == timers_.end()) continue;  // cancelled
     Task fn = std::move(it->second);

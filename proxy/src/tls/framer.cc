@@ -40,7 +40,6 @@ Result<void> appendFrame(PacketBuffer& out, WireView message) {
   if (message.size() > std::numeric_limits<uint16_t>::max()) return std::unexpected(Errc::TooLarge);
   std::byte prefix[2];
   storeU16(prefix, static_cast<uint16_t>(message.size()));
-  out.reserve(out.size() + 2 + message.size());
   out.append(WireView(prefix, 2));
   out.append(message);
   return {};

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
 #include <optional>
 
 #include "dotproxy/tls/framer.h"
@@ -53,6 +52,7 @@ class IdSource {
 
 thread_local IdSource t_ids;
 
+// A query is sent at most twice: once, and once more on another connection or upstream.
 constexpr unsigned kMaxAttempts = 2;
 // Requests waiting for a free slot on a full connection, per worker; beyond this, SERVFAIL.
 constexpr size_t kMaxWaiting = 16384;
@@ -61,8 +61,7 @@ constexpr size_t kMaxWaiting = 16384;
 
 struct Pool::Health {
   unsigned failures = 0;  // consecutive failed connection attempts
-  unsigned broken =
-      0;  // consecutive working connections lost with queries on them, no answer since
+  unsigned broken = 0;    // working connections lost with queries on them since the last answer
   Clock::time_point down_until{};
 };
 
@@ -72,37 +71,39 @@ struct Pool::Request {
   Completion done;
   unsigned attempts = 0;
   int last_upstream = -1;
+  bool queued = false;  // in waiting_
+  Errc last_error = Errc::Timeout;
   net::EventLoop::TimerId deadline_timer = 0;
   net::EventLoop::TimerId attempt_timer = 0;
   struct Outstanding {
     uint64_t conn;
     uint16_t qid;
   };
-  std::vector<Outstanding> outstanding;
-  Errc last_error = Errc::Timeout;
+  std::vector<Outstanding> outstanding;  // attempts that may still answer
+  std::vector<uint64_t> tried;           // connections used by earlier attempts
 };
 
+// One DoT connection: Connecting -> Handshaking -> Ready -> Closed (STYLE.md section 8). Many
+// queries in flight, matched by ID and question in any order.
 class Pool::Connection final : public net::EventLoop::Handler {
  public:
   enum class State : uint8_t { Connecting, Handshaking, Ready, Closed };
 
   Connection(Pool& pool, uint64_t id, size_t upstream)
       : pool_(pool), id_(id), upstream_(upstream) {}
-  ~Connection() {
-    pool_.loop_.cancel(connect_timer_);
-    pool_.loop_.cancel(idle_timer_);
-  }
+  ~Connection() { cancelTimers(); }
 
   uint64_t id() const noexcept { return id_; }
   size_t upstream() const noexcept { return upstream_; }
   State state() const noexcept { return state_; }
   size_t pending() const noexcept { return pending_.size(); }
-  Clock::time_point lastRx() const noexcept { return last_rx_; }
   bool hasRoom() const noexcept {
     return state_ != State::Closed && pending_.size() < pool_.settings_.max_inflight_per_connection;
   }
+  const std::string& failure() const noexcept { return failure_; }
+  bool resumed() const noexcept { return stream_ && stream_->resumed(); }
 
-  // Starts the TCP connect. False (and counted) if the socket could not even be created.
+  // Starts the TCP connect; false if the socket could not even be created.
   bool start() {
     const Upstream& up = pool_.upstreams_[upstream_];
     int err = 0;
@@ -113,8 +114,8 @@ class Pool::Connection final : public net::EventLoop::Handler {
       return false;
     }
     fd_ = std::move(*fd);
-    pool_.loop_.add(fd_.get(), EPOLLIN | EPOLLOUT, this);
     events_ = EPOLLIN | EPOLLOUT;
+    pool_.loop_.add(fd_.get(), events_, this);
     connect_timer_ = pool_.loop_.after(pool_.settings_.connect_timeout, [this] {
       connect_timer_ = 0;
       failure_ = state_ == State::Connecting ? "TCP connect timed out" : "TLS handshake timed out";
@@ -123,36 +124,59 @@ class Pool::Connection final : public net::EventLoop::Handler {
     return true;
   }
 
-  // Queues the query with a fresh ID; written at once if the connection is ready.
+  // Queues the query with a fresh ID. Queries sent in one round of the loop leave in one TLS write
+  // (one record, one syscall).
   uint16_t send(uint64_t request_id, const Question& q) {
+    if (pending_.size() + 1 >= pool_.settings_.max_inflight_per_connection) dropOldOrphans();
     uint16_t qid = t_ids.next();
     for (int i = 0; i < 64 && pending_.contains(qid); ++i) qid = t_ids.next();
     size_t at = out_.size() + 2;
     (void)tls::appendFrame(out_, q.wire);  // the pool never builds a query over 64 KiB
     storeU16(out_.data() + at, qid);
-    pending_.emplace(qid, Pending{request_id, q.qname, q.qtype, q.qclass, pool_.loop_.now()});
-    pool_.loop_.cancel(idle_timer_);
-    idle_timer_ = 0;
-    // Queries sent in one round of the loop leave in one TLS write (one record, one syscall).
+    const auto now = pool_.loop_.now();
+    pending_.insert_or_assign(qid, Pending{request_id, q.qname, q.qtype, q.qclass, now});
+    last_used_ = now;
     if (state_ == State::Ready && !flush_scheduled_) {
       flush_scheduled_ = true;
       pool_.loop_.defer([pool = &pool_, id = id_] {
         auto it = pool->connections_.find(id);
         if (it == pool->connections_.end()) return;
-        it->second->flush_scheduled_ = false;
-        if (it->second->state_ == State::Ready) it->second->flush();
+        Connection& c = *it->second;
+        c.flush_scheduled_ = false;
+        if (c.state_ != State::Ready) return;
+        c.flush();
+        if (c.state_ == State::Ready) c.updateInterest();
       });
     }
     return qid;
   }
 
-  void forget(uint16_t qid) {
-    pending_.erase(qid);
-    armIdle();
+  // The request behind this query is gone (answered elsewhere, timed out). The query is still in
+  // flight at the upstream, so it keeps its slot until its answer comes (counted as late).
+  void orphan(uint16_t qid) {
+    if (auto it = pending_.find(qid); it != pending_.end()) it->second.request_id = 0;
   }
 
-  const std::string& failure() const noexcept { return failure_; }
-  bool resumed() const noexcept { return stream_ && stream_->resumed(); }
+  std::optional<Clock::time_point> sentAt(uint16_t qid) const {
+    auto it = pending_.find(qid);
+    if (it == pending_.end()) return std::nullopt;
+    return it->second.sent;
+  }
+
+  // An attempt timed out with nothing received since its query went out. That alone may be a slow
+  // answer (a cold cache upstream); if the connection is still silent one more attempt timeout
+  // later it is stalled, and it is abandoned so every query on it moves on at once.
+  void suspectStall(Clock::time_point sent) {
+    if (state_ != State::Ready || stall_timer_) return;
+    stall_timer_ = pool_.loop_.after(pool_.settings_.attempt_timeout, [this, sent] {
+      stall_timer_ = 0;
+      if (state_ != State::Ready || last_rx_ >= sent) return;
+      pool_.counters_.upstream_stalls.inc();
+      failure_ = fmt::format("no answer for {} ms, abandoning the connection",
+                             2 * pool_.settings_.attempt_timeout.count());
+      fail(Errc::Timeout);
+    });
+  }
 
   void onEvents(uint32_t ev) override {
     if (state_ == State::Closed) return;
@@ -181,7 +205,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       auto r = stream_->handshake();
       if (!r) {
         if (r.error() == Errc::WantRead || r.error() == Errc::WantWrite) {
-          watch(r.error() == Errc::WantWrite);
+          watch(EPOLLIN | (r.error() == Errc::WantWrite ? EPOLLOUT : 0u));
           return;
         }
         failure_ = stream_->failure();
@@ -191,18 +215,24 @@ class Pool::Connection final : public net::EventLoop::Handler {
       state_ = State::Ready;
       pool_.loop_.cancel(connect_timer_);
       connect_timer_ = 0;
-      last_rx_ = pool_.loop_.now();
+      last_rx_ = last_used_ = pool_.loop_.now();
+      armIdle();
       pool_.onConnectionUp(*this);
       if (state_ != State::Ready) return;
     }
+    // Always read until OpenSSL says WantRead: records it has already decrypted would otherwise
+    // wait for a readiness event that epoll never sends.
     readAll();
     if (state_ != State::Ready) return;
     flush();
+    if (state_ != State::Ready) return;
+    updateInterest();
   }
 
   // Graceful close (idle, shutdown): close_notify, no failure accounting.
   void closeQuietly() {
     if (state_ == State::Closed) return;
+    saveSession();
     if (stream_ && state_ == State::Ready) stream_->shutdown();
     teardown();
   }
@@ -211,67 +241,107 @@ class Pool::Connection final : public net::EventLoop::Handler {
   void fail(Errc why) {
     if (state_ == State::Closed) return;
     bool was_up = state_ == State::Ready;
-    if (stream_ && was_up) pool_.sessions_[upstream_] = stream_->session();
+    if (was_up) saveSession();
     auto pending = std::move(pending_);
     pending_.clear();
+    bool lost_queries = std::ranges::any_of(pending, [](auto& kv) { return kv.second.request_id; });
     teardown();
-    pool_.onConnectionDown(*this, why, was_up, !pending.empty());
-    for (auto& [qid, p] : pending) pool_.onAttemptFailed(p.request_id, why);
+    pool_.onConnectionDown(*this, why, was_up, lost_queries);
+    for (auto& [qid, p] : pending) {
+      if (p.request_id) pool_.onAttemptFailed(p.request_id, id_, qid, why);
+    }
   }
 
  private:
   struct Pending {
-    uint64_t request_id;
+    uint64_t request_id;  // 0: orphaned, the request is gone
     dns::Name qname;
     uint16_t qtype;
     uint16_t qclass;
     Clock::time_point sent;
   };
 
-  void teardown() {
-    state_ = State::Closed;
+  void cancelTimers() {
     pool_.loop_.cancel(connect_timer_);
     pool_.loop_.cancel(idle_timer_);
-    connect_timer_ = idle_timer_ = 0;
+    pool_.loop_.cancel(stall_timer_);
+    connect_timer_ = idle_timer_ = stall_timer_ = 0;
+  }
+
+  void teardown() {
+    state_ = State::Closed;
+    cancelTimers();
     if (fd_) pool_.loop_.remove(fd_.get());
     stream_.reset();
     fd_.reset();
     pool_.loop_.defer([pool = &pool_, id = id_] { pool->connections_.erase(id); });
   }
 
-  void watch(bool want_write) {
-    uint32_t ev = EPOLLIN | (want_write ? EPOLLOUT : 0u);
+  // A resumed TLS 1.2 connection may bring no new session: keep the one we have.
+  void saveSession() {
+    if (!stream_) return;
+    if (tls::Session s = stream_->session()) pool_.sessions_[upstream_] = std::move(s);
+  }
+
+  void watch(uint32_t ev) {
     if (ev != events_) {
       pool_.loop_.modify(fd_.get(), ev, this);
       events_ = ev;
     }
   }
 
+  // EPOLLIN always (answers, and the peer closing); EPOLLOUT only while something waits to be
+  // written and TLS is not waiting for input to write it, or a read needs the socket writable.
+  void updateInterest() {
+    bool out = (out_off_ < out_.size() && !write_wants_read_) || read_wants_write_;
+    watch(EPOLLIN | (out ? EPOLLOUT : 0u));
+  }
+
+  // One timer for the connection's life: closes it once nothing is in flight and nothing was sent
+  // for idle_timeout.
   void armIdle() {
-    if (!pending_.empty() || state_ != State::Ready || idle_timer_) return;
-    idle_timer_ = pool_.loop_.after(pool_.settings_.idle_timeout, [this] {
+    if (idle_timer_ || state_ != State::Ready) return;
+    auto idle_for = pool_.loop_.now() - last_used_;
+    auto wait = pool_.settings_.idle_timeout -
+                std::min<Clock::duration>(idle_for, pool_.settings_.idle_timeout);
+    idle_timer_ = pool_.loop_.after(wait, [this] {
       idle_timer_ = 0;
-      if (!pending_.empty()) return;
-      pool_.counters_.upstream_idle_closes.inc();
-      if (stream_) pool_.sessions_[upstream_] = stream_->session();
-      closeQuietly();
+      if (pending_.empty() && pool_.loop_.now() - last_used_ >= pool_.settings_.idle_timeout) {
+        pool_.counters_.upstream_idle_closes.inc();
+        closeQuietly();
+        return;
+      }
+      if (pending_.empty()) {
+        armIdle();
+      } else {
+        last_used_ = pool_.loop_.now();  // busy: look again a whole timeout later
+        armIdle();
+      }
     });
+  }
+
+  // Orphans whose answers never came (the upstream dropped them) must not hold slots for ever.
+  void dropOldOrphans() {
+    auto cutoff = pool_.loop_.now() - 4 * pool_.settings_.attempt_timeout;
+    std::erase_if(pending_,
+                  [&](auto& kv) { return kv.second.request_id == 0 && kv.second.sent < cutoff; });
   }
 
   void readAll() {
     std::byte buf[16384];
+    read_wants_write_ = false;
     for (;;) {
       auto n = stream_->read(buf);
       if (!n) {
         if (n.error() == Errc::WantRead) break;
         if (n.error() == Errc::WantWrite) {
-          watch(true);
-          return;
+          read_wants_write_ = true;
+          break;
         }
         // The peer closed or broke the connection. With nothing outstanding this is the ordinary
         // end of an idle connection (servers close them too), not a failure.
-        pool_.sessions_[upstream_] = stream_->session();
-        if (pending_.empty() && n.error() == Errc::Closed) {
+        bool waiting = std::ranges::any_of(pending_, [](auto& kv) { return kv.second.request_id; });
+        if (!waiting && n.error() == Errc::Closed) {
           closeQuietly();
         } else {
           failure_ = n.error() == Errc::Closed ? "closed by upstream" : stream_->failure();
@@ -290,30 +360,28 @@ class Pool::Connection final : public net::EventLoop::Handler {
 
   void onMessage(PacketBuffer msg) {
     auto info = dns::parseResponse(msg);
-    if (!info) {
-      pool_.counters_.upstream_malformed.inc();
-      // A readable ID that we are waiting for: that attempt failed, retry it now.
-      if (msg.size() >= 2) {
-        if (auto it = pending_.find(loadU16(msg.data())); it != pending_.end()) {
-          uint64_t req = it->second.request_id;
-          pending_.erase(it);
-          armIdle();
-          pool_.onAttemptFailed(req, Errc::FormErr);
-        }
-      }
-      return;
-    }
-    auto it = pending_.find(info->header.id);
+    auto it = msg.size() >= 2 ? pending_.find(loadU16(msg.data())) : pending_.end();
     if (it == pending_.end()) {
-      pool_.counters_.upstream_mismatch.inc();
+      (info ? pool_.counters_.upstream_mismatch : pool_.counters_.upstream_malformed).inc();
       return;
     }
+    uint16_t qid = it->first;
     Pending p = it->second;
     pending_.erase(it);
-    armIdle();
-    if (!dns::answerMatches(*info, info->header.id, p.qname, p.qtype, p.qclass)) {
+    last_used_ = pool_.loop_.now();
+    if (p.request_id == 0) {
+      pool_.counters_.upstream_late.inc();
+      return;
+    }
+    if (!info) {
+      // Our ID on a message that does not parse: that attempt failed, retry it now.
+      pool_.counters_.upstream_malformed.inc();
+      pool_.onAttemptFailed(p.request_id, id_, qid, Errc::FormErr);
+      return;
+    }
+    if (!dns::answerMatches(*info, qid, p.qname, p.qtype, p.qclass)) {
       pool_.counters_.upstream_mismatch.inc();
-      pool_.onAttemptFailed(p.request_id, Errc::Mismatch);
+      pool_.onAttemptFailed(p.request_id, id_, qid, Errc::Mismatch);
       return;
     }
     pool_.counters_.upstream_answers.inc();
@@ -321,11 +389,13 @@ class Pool::Connection final : public net::EventLoop::Handler {
   }
 
   void flush() {
+    write_wants_read_ = false;
     while (out_off_ < out_.size()) {
       auto n = stream_->write(WireView(out_).subspan(out_off_));
       if (!n) {
-        if (n.error() == Errc::WantWrite || n.error() == Errc::WantRead) {
-          watch(true);
+        if (n.error() == Errc::WantWrite) return;
+        if (n.error() == Errc::WantRead) {
+          write_wants_read_ = true;
           return;
         }
         failure_ =
@@ -337,7 +407,6 @@ class Pool::Connection final : public net::EventLoop::Handler {
     }
     out_.clear();
     out_off_ = 0;
-    watch(false);
   }
 
   Pool& pool_;
@@ -347,15 +416,19 @@ class Pool::Connection final : public net::EventLoop::Handler {
   net::Fd fd_;  // declared before stream_: the stream dies first
   std::optional<tls::Stream> stream_;
   uint32_t events_ = 0;
+  bool read_wants_write_ = false;
+  bool write_wants_read_ = false;
+  bool flush_scheduled_ = false;
   tls::DotFramer framer_;
   PacketBuffer out_;
   size_t out_off_ = 0;
   std::unordered_map<uint16_t, Pending> pending_;
   Clock::time_point last_rx_{};
+  Clock::time_point last_used_{};
   net::EventLoop::TimerId connect_timer_ = 0;
   net::EventLoop::TimerId idle_timer_ = 0;
+  net::EventLoop::TimerId stall_timer_ = 0;
   std::string failure_;
-  bool flush_scheduled_ = false;
 };
 
 Pool::Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSettings& settings,
@@ -372,6 +445,7 @@ Pool::~Pool() {
 }
 
 void Pool::close() {
+  waiting_.clear();
   while (!requests_.empty()) finish(requests_.begin()->first, std::unexpected(Errc::Timeout));
   for (auto& [id, c] : connections_) c->closeQuietly();
   connections_.clear();
@@ -387,8 +461,7 @@ void Pool::resolve(Question q, Clock::time_point deadline, Completion done) {
   r->deadline_timer = loop_.after(wait, [this, id] {
     if (auto it = requests_.find(id); it != requests_.end()) {
       it->second->deadline_timer = 0;
-      counters_.upstream_timeouts.inc();
-      finish(id, std::unexpected(Errc::Timeout));
+      finish(id, std::unexpected(it->second->last_error));
     }
   });
   requests_.emplace(id, std::move(r));
@@ -397,47 +470,44 @@ void Pool::resolve(Question q, Clock::time_point deadline, Completion done) {
 
 int Pool::pickUpstream(const Request& r) {
   const auto now = loop_.now();
-  int best = -1;
   size_t n = upstreams_.size();
+  int fallback = -1;
   for (size_t k = 0; k < n; ++k) {
     size_t i = (rr_ + k) % n;
     if (health_[i].down_until > now) continue;
     // On a retry, prefer another upstream when one is healthy.
-    if (static_cast<int>(i) == r.last_upstream && n > 1 && best < 0) {
-      best = -2 - static_cast<int>(i);  // remember as a fallback
+    if (static_cast<int>(i) == r.last_upstream && n > 1) {
+      fallback = static_cast<int>(i);
       continue;
     }
-    if (best < 0) {
-      best = static_cast<int>(i);
-      break;
-    }
+    rr_ = (i + 1) % n;
+    return static_cast<int>(i);
   }
-  rr_ = (rr_ + 1) % std::max<size_t>(n, 1);
-  if (best <= -2) return -2 - best;
-  return best;
+  return fallback;
 }
 
-Pool::Connection* Pool::pickConnection(size_t upstream) {
+Pool::Connection* Pool::pickConnection(size_t upstream, const Request& r) {
   Connection* best = nullptr;
   unsigned count = 0;
+  auto rank = [](const Connection& x) {
+    return std::pair{x.state() != Connection::State::Ready, x.pending()};
+  };
   for (auto& [id, c] : connections_) {
     if (c->upstream() != upstream || c->state() == Connection::State::Closed) continue;
     ++count;
-    if (!c->hasRoom()) continue;
-    // Prefer ready connections, then the least loaded.
-    auto rank = [](const Connection& x) {
-      return std::pair{x.state() != Connection::State::Ready, x.pending()};
-    };
+    // A retry goes to another connection than the attempt still outstanding.
+    if (std::ranges::find(r.tried, id) != r.tried.end() || !c->hasRoom()) continue;
     if (!best || rank(*c) < rank(*best)) best = c.get();
   }
-  // A new connection only when every open (or opening) one is full.
-  if (best || count >= settings_.connections_per_upstream) return best;
+  // A new connection only when every open (or opening) one is full; a retry may open one more.
+  unsigned limit = settings_.connections_per_upstream * (r.attempts > 0 ? 2 : 1);
+  if (best || count >= limit) return best;
   uint64_t id = next_connection_++;
   auto c = std::make_unique<Connection>(*this, id, upstream);
   if (!c->start()) {
     log::warn("upstream {}: {}", upstreams_[upstream].label(), c->failure());
     counters_.upstream_connect_failures.inc();
-    return best;
+    return nullptr;
   }
   Connection* raw = c.get();
   connections_.emplace(id, std::move(c));
@@ -448,17 +518,26 @@ void Pool::attempt(uint64_t request_id) {
   auto it = requests_.find(request_id);
   if (it == requests_.end()) return;
   Request& r = *it->second;
+  if (r.attempts >= kMaxAttempts) {
+    if (r.outstanding.empty()) finish(request_id, std::unexpected(r.last_error));
+    return;
+  }
   int up = pickUpstream(r);
-  Connection* c = up >= 0 ? pickConnection(static_cast<size_t>(up)) : nullptr;
+  if (up < 0) {
+    if (r.outstanding.empty()) {
+      counters_.upstream_no_upstream.inc();
+      finish(request_id, std::unexpected(Errc::NoUpstream));
+    }
+    return;
+  }
+  Connection* c = pickConnection(static_cast<size_t>(up), r);
   if (!c) {
     // Every connection to a healthy upstream is full: wait for a free slot (bounded queue).
-    if (up >= 0 && waiting_.size() < kMaxWaiting) {
+    if (!r.queued && waiting_.size() < kMaxWaiting) {
+      r.queued = true;
       waiting_.push_back(request_id);
-      return;
-    }
-    counters_.upstream_no_upstream.inc();
-    if (r.outstanding.empty()) {
-      finish(request_id, std::unexpected(up < 0 ? Errc::NoUpstream : Errc::Overloaded));
+    } else if (r.outstanding.empty() && !r.queued) {
+      finish(request_id, std::unexpected(Errc::Overloaded));
     }
     return;
   }
@@ -467,18 +546,12 @@ void Pool::attempt(uint64_t request_id) {
   counters_.upstream_queries.inc();
   uint64_t conn_id = c->id();
   uint16_t qid = c->send(request_id, r.q);
-  // send() may have failed the connection synchronously, which already retried or finished us.
-  it = requests_.find(request_id);
-  if (it == requests_.end()) return;
-  if (!connections_.contains(conn_id) || !connections_[conn_id] ||
-      connections_[conn_id]->state() == Connection::State::Closed) {
-    return;
-  }
-  it->second->outstanding.push_back({conn_id, qid});
-  loop_.cancel(it->second->attempt_timer);
-  it->second->attempt_timer =
-      loop_.after(settings_.attempt_timeout,
-                  [this, request_id, conn_id, qid] { onAttemptTimeout(request_id, conn_id, qid); });
+  r.outstanding.push_back({conn_id, qid});
+  r.tried.push_back(conn_id);
+  loop_.cancel(r.attempt_timer);
+  r.attempt_timer = loop_.after(settings_.attempt_timeout, [this, request_id, conn_id, qid] {
+    onAttemptTimeout(request_id, conn_id, qid);
+  });
 }
 
 void Pool::onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid) {
@@ -487,39 +560,29 @@ void Pool::onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid)
   Request& r = *it->second;
   r.attempt_timer = 0;
   counters_.upstream_timeouts.inc();
-  auto cit = connections_.find(conn_id);
-  if (cit != connections_.end() && cit->second->state() != Connection::State::Closed) {
-    Connection& c = *cit->second;
-    // Silent since before this query went out: the connection is stalled, not just this query
-    // slow. Abandon it so every query on it moves on now.
-    if (c.state() != Connection::State::Ready ||
-        c.lastRx() < loop_.now() - settings_.attempt_timeout) {
-      counters_.upstream_stalls.inc();
-      log::warn("upstream {}: no answer for {} ms, abandoning the connection",
-                upstreams_[c.upstream()].label(), settings_.attempt_timeout.count());
-      c.fail(Errc::Timeout);  // retries this request through onAttemptFailed
-      return;
-    }
+  if (auto c = connections_.find(conn_id); c != connections_.end()) {
+    auto sent = c->second->sentAt(qid);
+    if (sent && c->second->state() == Connection::State::Ready) c->second->suspectStall(*sent);
   }
-  (void)qid;
-  // The connection is alive and answering others: keep waiting for this answer there, and race a
-  // second attempt elsewhere. First valid answer wins.
+  // The first attempt stays outstanding and may still answer; race a second one elsewhere. The
+  // first valid answer wins.
   if (r.attempts < kMaxAttempts) {
     counters_.upstream_retries.inc();
     attempt(request_id);
   }
 }
 
-void Pool::onAttemptFailed(uint64_t request_id, Errc why) {
+void Pool::onAttemptFailed(uint64_t request_id, uint64_t conn_id, uint16_t qid, Errc why) {
   auto it = requests_.find(request_id);
   if (it == requests_.end()) return;
   Request& r = *it->second;
-  r.last_error = why;
-  std::erase_if(r.outstanding, [this](const Request::Outstanding& o) {
+  r.last_error = why == Errc::Timeout ? Errc::Timeout : Errc::NoUpstream;
+  std::erase_if(r.outstanding, [&](const Request::Outstanding& o) {
+    if (o.conn == conn_id && o.qid == qid) return true;
     auto c = connections_.find(o.conn);
     return c == connections_.end() || c->second->state() == Connection::State::Closed;
   });
-  if (!r.outstanding.empty()) return;  // another attempt may still answer
+  if (!r.outstanding.empty() || r.queued) return;  // another attempt may still answer
   loop_.cancel(r.attempt_timer);
   r.attempt_timer = 0;
   if (r.attempts < kMaxAttempts && loop_.now() < r.deadline) {
@@ -527,7 +590,7 @@ void Pool::onAttemptFailed(uint64_t request_id, Errc why) {
     attempt(request_id);
     return;
   }
-  finish(request_id, std::unexpected(why == Errc::Timeout ? Errc::Timeout : Errc::NoUpstream));
+  finish(request_id, std::unexpected(r.last_error));
 }
 
 void Pool::onAnswer(Connection& c, uint64_t request_id, Answer answer) {
@@ -544,7 +607,7 @@ void Pool::finish(uint64_t request_id, Result<Answer> result) {
   loop_.cancel(r->deadline_timer);
   loop_.cancel(r->attempt_timer);
   for (auto& o : r->outstanding) {
-    if (auto c = connections_.find(o.conn); c != connections_.end()) c->second->forget(o.qid);
+    if (auto c = connections_.find(o.conn); c != connections_.end()) c->second->orphan(o.qid);
   }
   r->done(std::move(result));
   drainWaiting();
@@ -556,10 +619,12 @@ void Pool::drainWaiting() {
   for (size_t n = waiting_.size(); n > 0 && !waiting_.empty(); --n) {
     uint64_t id = waiting_.front();
     waiting_.pop_front();
-    if (!requests_.contains(id)) continue;  // finished by its deadline meanwhile
-    size_t before = waiting_.size();
+    auto it = requests_.find(id);
+    if (it == requests_.end()) continue;  // finished by its deadline meanwhile
+    it->second->queued = false;
     attempt(id);
-    if (waiting_.size() > before) break;  // still no room anywhere
+    it = requests_.find(id);
+    if (it != requests_.end() && it->second->queued) break;  // still no room anywhere
   }
   draining_waiting_ = false;
 }

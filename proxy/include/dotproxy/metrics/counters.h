@@ -32,6 +32,8 @@ class Counter {
   X(tcp_closed_error) \
   X(dropped_short) \
   X(dropped_response) \
+  X(udp_send_failures) \
+  X(coalesce_overflow) \
   X(formerr) \
   X(notimp) \
   X(badvers) \
@@ -45,6 +47,7 @@ class Counter {
   X(upstream_timeouts) \
   X(upstream_malformed) \
   X(upstream_mismatch) \
+  X(upstream_late) \
   X(upstream_connects) \
   X(upstream_handshakes) \
   X(upstream_resumed) \

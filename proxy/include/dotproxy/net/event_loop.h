@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
-#include <queue>
 #include <unordered_map>
 #include <vector>
 
@@ -69,7 +68,9 @@ class EventLoop {
     TimerId id;
     bool operator>(const TimerEntry& o) const noexcept { return when > o.when; }
   };
-  std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timer_heap_;
+  // A min-heap (std::push_heap/pop_heap with greater<>). Cancelled timers leave their entry behind;
+  // the heap is rebuilt from the live ones when dead entries dominate, so it stays O(live timers).
+  std::vector<TimerEntry> timer_heap_;
   std::unordered_map<TimerId, Task> timers_;
   TimerId next_timer_ = 1;
 

@@ -86,11 +86,11 @@ class Pool {
   void attempt(uint64_t request_id);
   void onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid);
   void onAnswer(Connection& c, uint64_t request_id, Answer answer);
-  void onAttemptFailed(uint64_t request_id, Errc why);
+  void onAttemptFailed(uint64_t request_id, uint64_t conn_id, uint16_t qid, Errc why);
   void finish(uint64_t request_id, Result<Answer> result);
   void onConnectionUp(Connection& c);
   void onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_queries);
-  Connection* pickConnection(size_t upstream_index);
+  Connection* pickConnection(size_t upstream_index, const Request& r);
   int pickUpstream(const Request& r);
   void drainWaiting();
 
