@@ -80,7 +80,7 @@ class MockServer::UdpListener final : public net::EventLoop::Handler {
   void send(const net::SocketAddress& peer, const net::PacketInfo& local, PacketBuffer wire,
             bool counted) {
     if (counted) ++server_.responder_.counters().answers;
-    tx_.queue(peer, local, std::move(wire));
+    tx_.queue(peer, local, wire);
     if (!flush_scheduled_) {
       flush_scheduled_ = true;
       server_.loop_.defer([this] {

@@ -2,38 +2,52 @@
 // in.
 //
 // Configuration file reference (TOML; every key is optional; unknown keys are errors):
+// clang-format off
 //
 //   [server]
-//   listen = ["127.0.0.1:53", "[::1]:53"]  # IP literal with optional port (53); replaces the
-//   default workers = 0                 # worker threads, 0..256; 0 = one per core log_level =
-//   "info"          # "debug" | "info" | "warn" | "error" | "off" max_udp_size = 1232         #
-//   512..4096: our EDNS buffer size, cap on UDP replies tcp_max_clients = 1024      # 1..1000000:
-//   concurrent TCP clients, whole process tcp_max_inflight = 128      # 1..65535: pipelined queries
-//   in flight per TCP client tcp_idle_timeout_ms = 10000 # idle TCP client connections are closed
-//   (RFC 7766 6.2.3) shutdown_grace_ms = 2000    # 0..: on SIGTERM, time for in-flight queries to
-//   finish forward_ecs = false         # pass the client's EDNS Client Subnet option upstream
+//   listen = ["127.0.0.1:53", "[::1]:53"]  # IP literal with optional port (53); replaces the default
+//   workers = 0                  # worker threads, 0..256; 0 = one per core
+//   log_level = "info"           # "debug" | "info" | "warn" | "error" | "off"
+//   max_udp_size = 1232          # 512..4096: our EDNS buffer size, cap on UDP replies
+//   tcp_max_clients = 1024       # 1..1000000: concurrent TCP clients, whole process
+//   tcp_max_inflight = 128       # 1..65535: pipelined queries in flight per TCP client
+//   tcp_idle_timeout_ms = 10000  # idle TCP client connections are closed (RFC 7766 6.2.3)
+//   shutdown_grace_ms = 2000     # 0..: on SIGTERM, time for in-flight queries to finish
+//   forward_ecs = false          # pass the client's EDNS Client Subnet option upstream
 //
 //   [upstream]
-//   ca_file = ""                # PEM CA bundle for upstreams without their own; "" = system store
-//   insecure = false            # true disables certificate verification (never for production)
-//   query_timeout_ms = 1500     # client deadline: SERVFAIL after this
-//   attempt_timeout_ms = 700    # one upstream attempt before retrying; <= query_timeout_ms
-//   connect_timeout_ms = 1000   # TCP connect + TLS handshake
-//   idle_timeout_ms = 10000     # idle upstream connections are closed
-//   connections_per_upstream = 1      # 1..64, per worker
+//   ca_file = ""                 # PEM CA bundle for upstreams without their own; "" = system store
+//   insecure = false             # true disables certificate verification (never for production)
+//   query_timeout_ms = 1500      # client deadline: SERVFAIL after this
+//   attempt_timeout_ms = 700     # one upstream attempt before retrying; <= query_timeout_ms
+//   connect_timeout_ms = 1000    # TCP connect + TLS handshake
+//   idle_timeout_ms = 10000      # idle upstream connections are closed
+//   connections_per_upstream = 4 # 1..64, per worker; more open only when the open ones are full
 //   max_inflight_per_connection = 100 # 1..65535
-//   padding_block = 128         # 0..512: EDNS padding block size (RFC 8467); 0 = no padding
-//   backoff_initial_ms = 250    # reconnect back-off after a failure, doubling up to ...
-//   backoff_max_ms = 10000      # ... this; >= backoff_initial_ms
+//   padding_block = 128          # 0..512: EDNS padding block size (RFC 8467); 0 = no padding
+//   backoff_initial_ms = 250     # reconnect back-off after a failure, doubling up to ...
+//   backoff_max_ms = 10000       # ... this; >= backoff_initial_ms
 //
-//   [[upstream.servers]]        # repeat per upstream; if present, replaces the default
-//   (Cloudflare) address = "1.1.1.1"         # required; IP literal (no host names: nothing is
-//   resolved at start-up) port = 853                  # 1..65535 tls_name = "cloudflare-dns.com"  #
-//   certificate name and SNI; "" = verify the IP address;
-//                               # omitted: cloudflare-dns.com for Cloudflare's addresses, else ""
+//   [[upstream.servers]]         # repeat per upstream; if present, replaces the default (Cloudflare)
+//   address = "1.1.1.1"          # required; IP literal (no host names: nothing is resolved at start-up)
+//   port = 853                   # 1..65535
+//   tls_name = "cloudflare-dns.com"  # certificate name and SNI; "" = verify the IP address;
+//                                # omitted: cloudflare-dns.com for Cloudflare's addresses, else ""
 //   ca_file = "/etc/ssl/my-ca.pem"   # overrides [upstream] ca_file for this server
-//   pins = ["base64..."]        # base64 SHA-256 of the server's SubjectPublicKeyInfo (32 bytes)
+//   pins = ["base64..."]         # base64 SHA-256 of the server's SubjectPublicKeyInfo (32 bytes)
 //
+//   [cache]
+//   size = 67108864              # bytes (entries plus index overhead); 0 = no cache
+//   shards = 16                  # 1..1024 locks
+//   min_ttl = 0                  # seconds; clamps on how long an answer is kept
+//   max_ttl = 86400
+//   negative_max_ttl = 3600      # cap for NXDOMAIN/NODATA (RFC 2308)
+//   servfail_ttl = 5             # upstream SERVFAIL answers, briefly (RFC 2308 section 7)
+//   serve_stale = true           # RFC 8767: answer from an expired entry when upstreams fail
+//   stale_max_age = 86400        # seconds past expiry an entry may still be served stale
+//   prefetch_percent = 10        # refresh a popular entry in the last N% of its TTL; 0 = off
+//
+// clang-format on
 // Timeouts (*_ms) are 1..86400000 unless noted. Relative file paths are relative to the working
 // directory. Errors read "FILE:LINE: KEY: what is wrong"; flags read "--flag: what is wrong".
 
@@ -83,6 +97,11 @@ constexpr Limit kPaddingBlock{0, 512, " bytes"};
 constexpr Limit kTimeout{1, 86'400'000, " ms"};
 constexpr Limit kGrace{0, 86'400'000, " ms"};
 constexpr Limit kPort{1, 65'535};
+constexpr Limit kCacheSize{0, int64_t{1} << 40, " bytes"};
+constexpr Limit kShards{1, 1024};
+constexpr Limit kTtl{0, 7 * 86'400, " s"};
+constexpr Limit kStaleAge{0, 30 * 86'400, " s"};
+constexpr Limit kPercent{0, 50, "%"};
 
 constexpr std::array<std::string_view, 9> kServerKeys = {
     "listen",          "workers",          "log_level",           "max_udp_size",
@@ -102,7 +121,10 @@ constexpr std::array<std::string_view, 12> kUpstreamKeys = {"servers",
                                                             "backoff_max_ms"};
 constexpr std::array<std::string_view, 5> kServerEntryKeys = {"address", "port", "tls_name",
                                                               "ca_file", "pins"};
-constexpr std::array<std::string_view, 2> kSections = {"server", "upstream"};
+constexpr std::array<std::string_view, 9> kCacheKeys = {
+    "size",         "shards",      "min_ttl",       "max_ttl",         "negative_max_ttl",
+    "servfail_ttl", "serve_stale", "stale_max_age", "prefetch_percent"};
+constexpr std::array<std::string_view, 3> kSections = {"server", "upstream", "cache"};
 
 [[noreturn]] void fail(std::string_view where, std::string_view what) {
   throw ConfigError(fmt::format("{}: {}", where, what));
@@ -403,6 +425,7 @@ class Loader {
 
   void applyServer(const toml::table& t);
   void applyUpstream(const toml::table& t);
+  void applyCache(const toml::table& t);
   std::vector<net::SocketAddress> listenList(const toml::node& v, const std::string& key);
   std::vector<UpstreamSettings> serverList(const toml::node& v, const std::string& key);
   UpstreamSettings serverEntry(const toml::table& t, const std::string& key);
@@ -425,13 +448,16 @@ void Loader::applyToml(std::string_view text, std::string_view origin) {
   }
   for (auto&& [k, v] : root) {
     const std::string key(k.str());
-    if (k.str() == "server" || k.str() == "upstream") {
+    if (k.str() == "server" || k.str() == "upstream" || k.str() == "cache") {
       const auto* t = v.as_table();
       if (!t) wrongType(v, key, fmt::format("a table ([{}])", key));
-      if (k.str() == "server")
+      if (k.str() == "server") {
         applyServer(*t);
-      else
+      } else if (k.str() == "upstream") {
         applyUpstream(*t);
+      } else {
+        applyCache(*t);
+      }
       continue;
     }
     // A key outside any section: name the section it belongs to when it is a known key.
@@ -440,10 +466,11 @@ void Loader::applyToml(std::string_view text, std::string_view origin) {
       hint = " (put it under [server])";
     } else if (std::ranges::find(kUpstreamKeys, k.str()) != kUpstreamKeys.end()) {
       hint = " (put it under [upstream])";
+    } else if (std::ranges::find(kCacheKeys, k.str()) != kCacheKeys.end()) {
+      hint = " (put it under [cache])";
     }
-    fail(at(k.source(), key), fmt::format("unknown key; settings live under [server] and "
-                                          "[upstream]{}",
-                                          hint));
+    fail(at(k.source(), key),
+         fmt::format("unknown key; settings live under [server], [upstream] and [cache]{}", hint));
   }
 }
 
@@ -510,6 +537,38 @@ void Loader::applyUpstream(const toml::table& t) {
     } else {
       unknownKey(k, key, kUpstreamKeys);
     }
+  }
+}
+
+void Loader::applyCache(const toml::table& t) {
+  for (auto&& [k, v] : t) {
+    const std::string_view name = k.str();
+    const std::string key = fmt::format("cache.{}", name);
+    auto secs = [&](const Limit& l) { return std::chrono::seconds(number<int64_t>(v, key, l)); };
+    if (name == "size") {
+      s_.cache_size = number<size_t>(v, key, kCacheSize);
+    } else if (name == "shards") {
+      s_.cache_shards = number<unsigned>(v, key, kShards);
+    } else if (name == "min_ttl") {
+      s_.cache_min_ttl = secs(kTtl);
+    } else if (name == "max_ttl") {
+      s_.cache_max_ttl = secs(kTtl);
+    } else if (name == "negative_max_ttl") {
+      s_.cache_negative_max_ttl = secs(kTtl);
+    } else if (name == "servfail_ttl") {
+      s_.cache_servfail_ttl = secs(kTtl);
+    } else if (name == "serve_stale") {
+      s_.serve_stale = boolean(v, key);
+    } else if (name == "stale_max_age") {
+      s_.stale_max_age = secs(kStaleAge);
+    } else if (name == "prefetch_percent") {
+      s_.prefetch_percent = number<unsigned>(v, key, kPercent);
+    } else {
+      unknownKey(k, key, kCacheKeys);
+    }
+  }
+  if (s_.cache_min_ttl > s_.cache_max_ttl) {
+    fail(fmt::format("{}", origin_), "cache.min_ttl: must not exceed cache.max_ttl");
   }
 }
 
@@ -714,6 +773,10 @@ std::optional<Settings> parseOrThrow(int argc, const char* const* argv, int& exi
   auto* timeout_opt =
       app.add_option("--query-timeout", query_timeout, "Client deadline before SERVFAIL")
           ->type_name("MS");
+  std::string cache_size;
+  auto* cache_opt =
+      app.add_option("--cache-size", cache_size, "Answer cache budget in bytes, 0 = no cache")
+          ->type_name("BYTES");
 
   try {
     app.parse(argc, argv);
@@ -764,6 +827,9 @@ std::optional<Settings> parseOrThrow(int argc, const char* const* argv, int& exi
   if (insecure) s.insecure = true;
   if (workers_opt->count() > 0) {
     s.workers = static_cast<unsigned>(parseInteger("--workers", workers, kWorkers));
+  }
+  if (cache_opt->count() > 0) {
+    s.cache_size = static_cast<size_t>(parseInteger("--cache-size", cache_size, kCacheSize));
   }
   if (level_opt->count() > 0 && !log::parseLevel(log_level, s.log_level)) {
     fail("--log-level",

@@ -122,19 +122,25 @@ Datagram UdpReceiver::operator[](size_t i) const noexcept {
                   .truncated = (h.msg_flags & MSG_TRUNC) != 0};
 }
 
-void UdpSender::queue(const SocketAddress& peer, const PacketInfo& local, PacketBuffer wire) {
-  if (!wire.empty()) out_.push_back({peer, local, std::move(wire)});
+void UdpSender::queue(const SocketAddress& peer, const PacketInfo& local, WireView wire) {
+  if (wire.empty()) return;
+  if (used_ == out_.size()) out_.emplace_back();
+  Outgoing& o = out_[used_++];
+  o.peer = peer;
+  o.local = local;
+  o.wire.resize(wire.size());
+  std::memcpy(o.wire.data(), wire.data(), wire.size());
 }
 
 size_t UdpSender::flush(int fd) noexcept {
   constexpr size_t kBatch = 32;
   size_t dropped = 0;
   size_t done = 0;
-  while (done < out_.size()) {
+  while (done < used_) {
     mmsghdr msgs[kBatch];
     iovec iov[kBatch];
     alignas(cmsghdr) std::byte control[kBatch][kControlSize];
-    size_t n = std::min(kBatch, out_.size() - done);
+    size_t n = std::min(kBatch, used_ - done);
     for (size_t i = 0; i < n; ++i) {
       Outgoing& o = out_[done + i];
       iov[i] = {o.wire.data(), o.wire.size()};
@@ -156,7 +162,7 @@ size_t UdpSender::flush(int fd) noexcept {
     }
     done += static_cast<size_t>(sent);
   }
-  out_.clear();
+  used_ = 0;
   return dropped;
 }
 

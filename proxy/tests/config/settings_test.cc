@@ -546,3 +546,42 @@ TEST_F(SettingsTest, FlagCanFixAFileTimeoutPair) {
 
 }  // namespace
 }  // namespace dotproxy::config
+
+namespace dotproxy::config {
+namespace {
+
+TEST(ConfigCache, SectionSetsEveryKey) {
+  Settings s = defaults();
+  EXPECT_EQ(s.cache_size, size_t{64} << 20);
+  EXPECT_TRUE(s.serve_stale);
+  applyToml(s,
+            "[cache]\nsize = 0\nshards = 4\nmin_ttl = 5\nmax_ttl = 600\nnegative_max_ttl = 60\n"
+            "servfail_ttl = 2\nserve_stale = false\nstale_max_age = 3600\nprefetch_percent = 0\n",
+            "x.toml");
+  EXPECT_EQ(s.cache_size, 0u);
+  EXPECT_EQ(s.cache_shards, 4u);
+  EXPECT_EQ(s.cache_min_ttl.count(), 5);
+  EXPECT_EQ(s.cache_max_ttl.count(), 600);
+  EXPECT_EQ(s.cache_negative_max_ttl.count(), 60);
+  EXPECT_EQ(s.cache_servfail_ttl.count(), 2);
+  EXPECT_FALSE(s.serve_stale);
+  EXPECT_EQ(s.stale_max_age.count(), 3600);
+  EXPECT_EQ(s.prefetch_percent, 0u);
+}
+
+TEST(ConfigCache, ErrorsNameTheKey) {
+  std::string e = tomlError("[cache]\nsise = 1\n");
+  EXPECT_NE(e.find("dotproxy.toml:2: cache.sise: unknown key (did you mean \"size\"?)"),
+            std::string::npos)
+      << e;
+  e = tomlError("[cache]\nshards = 0\n");
+  EXPECT_NE(e.find("dotproxy.toml:2: cache.shards: must be between 1 and 1024"), std::string::npos)
+      << e;
+  e = tomlError("size = 1\n");
+  EXPECT_NE(e.find("(put it under [cache])"), std::string::npos) << e;
+  e = tomlError("[cache]\nmin_ttl = 700\nmax_ttl = 600\n");
+  EXPECT_NE(e.find("cache.min_ttl: must not exceed cache.max_ttl"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace dotproxy::config

@@ -62,8 +62,7 @@ TEST(Udp, WildcardSocketRepliesFromTheAddressAsked) {
   Datagram d = rx[0];
   ASSERT_EQ(d.local.family, AF_INET);
   UdpSender tx;
-  PacketBuffer reply(asWire("a"));
-  tx.queue(d.peer, d.local, std::move(reply));
+  tx.queue(d.peer, d.local, asWire("a"));
   EXPECT_EQ(tx.flush(server->get()), 0u);
   ASSERT_TRUE(readable(client->get()));
   sockaddr_storage from{};

@@ -49,6 +49,17 @@ struct Settings {
   milliseconds backoff_initial{250};
   milliseconds backoff_max{10'000};
 
+  // [cache]
+  size_t cache_size = size_t{64} << 20;  // bytes, entries plus index; 0 = no cache
+  unsigned cache_shards = 16;
+  std::chrono::seconds cache_min_ttl{0};
+  std::chrono::seconds cache_max_ttl{86400};
+  std::chrono::seconds cache_negative_max_ttl{3600};
+  std::chrono::seconds cache_servfail_ttl{5};
+  bool serve_stale = true;  // RFC 8767, as Unbound's serve-expired
+  std::chrono::seconds stale_max_age{86400};
+  unsigned prefetch_percent = 10;  // 0 = no prefetch
+
   std::string config_file;  // where the settings came from, for messages
   bool check_config = false;
 };

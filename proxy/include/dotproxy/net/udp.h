@@ -55,11 +55,12 @@ class UdpReceiver {
   std::unique_ptr<mmsghdr[]> msgs_;  // contiguous, as recvmmsg wants them
 };
 
-// Queues replies and sends them in sendmmsg batches.
+// Queues replies and sends them in sendmmsg batches. Queued bytes are copied into buffers that are
+// kept from batch to batch, so a warm sender does not allocate.
 class UdpSender {
  public:
-  void queue(const SocketAddress& peer, const PacketInfo& local, PacketBuffer wire);
-  bool empty() const noexcept { return out_.empty(); }
+  void queue(const SocketAddress& peer, const PacketInfo& local, WireView wire);
+  bool empty() const noexcept { return used_ == 0; }
   // Sends everything queued; a datagram the kernel refuses (buffer full, unreachable) is dropped
   // and counted in the return value.
   size_t flush(int fd) noexcept;
@@ -70,7 +71,8 @@ class UdpSender {
     PacketInfo local;
     PacketBuffer wire;
   };
-  std::vector<Outgoing> out_;
+  std::vector<Outgoing> out_;  // out_[0, used_) are queued; the rest keep their capacity
+  size_t used_ = 0;
 };
 
 }  // namespace dotproxy::net

@@ -1,0 +1,84 @@
+# Shared by the bench scripts (sourced): process bookkeeping, readiness waits, CPU accounting,
+# dnsperf runs and medians. Every wait is bounded.
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Waits (bounded) for a non-empty file (a process's ready line).
+wait_line() {
+  for _ in $(seq 200); do
+    [[ -s "$1" ]] && return 0
+    sleep 0.05
+  done
+  echo "bench: no ready line in $1" >&2
+  exit 1
+}
+
+# Waits (bounded) until something answers a.test on 127.0.0.1:PORT.
+wait_dns() {
+  for _ in $(seq 100); do
+    dig @127.0.0.1 -p "$1" +time=1 +tries=1 +short a.test >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "bench: nothing answers on port $1" >&2
+  exit 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+
+# Starts dotmock on CPU 1 (beside the load generator) and sets $dot to its DoT address.
+start_mock() {
+  taskset -c 1 build/release/tools/dotmock/dotmock --dot 127.0.0.1:0 --write-ca "$work/ca.pem" "$@" \
+    >"$work/mock.out" 2>"$work/mock.err" &
+  pids+=($!)
+  wait_line "$work/mock.out"
+  dot=$(sed -E 's/.*"dot":"([^"]+)".*/\1/' "$work/mock.out")
+}
+
+# Starts dotproxy on CPU 0 with one worker; sets $dp (pid) and $port.
+start_dotproxy() {
+  taskset -c 0 build/release/proxy/dotproxy --listen 127.0.0.1:0 --workers 1 --log-level warn \
+    --upstream "$dot#dotmock.test" --ca-file "$work/ca.pem" "$@" >"$work/dp.out" 2>"$work/dp.err" &
+  dp=$!
+  pids+=($dp)
+  wait_line "$work/dp.out"
+  port=$(sed -E 's/.*"listen":\["[^"]*:([0-9]+)".*/\1/' "$work/dp.out")
+}
+
+# run_dnsperf NAME PORT PID QUERYFILE SECONDS: prints "NAME qps cpu_us_per_query lost".
+run_dnsperf() {
+  local name=$1 port=$2 pid=$3 file=$4 secs=$5 before after out qps lost done_
+  wait_dns "$port"
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$secs" -c 8 -q 1000 2>&1)
+  after=$(cpu_ticks "$pid")
+  qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
+  lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
+  done_=$(awk '/Queries completed/ {print $3}' <<<"$out")
+  awk -v n="$name" -v q="$qps" -v l="$lost" -v t=$((after - before)) -v hz="$hz" -v c="$done_" \
+    'BEGIN { printf "%s %s %.2f %s\n", n, q, t / hz * 1e6 / (c > 0 ? c : 1), l }'
+}
+
+# Reads "NAME qps cpu lost" lines on stdin; prints medians per NAME and dotproxy's ratio to each.
+summarise() {
+  awk '
+    { qps[$1] = qps[$1] " " $2; cpu[$1] = cpu[$1] " " $3; lost[$1] += $4 }
+    function median(s,   a, n, i, j, t) {
+      n = split(s, a, " ")
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return a[int((n + 1) / 2)]
+    }
+    END {
+      printf "%-10s %12s %14s %8s %22s\n", "proxy", "queries/s", "CPU us/query", "lost", "dotproxy ratio q/s, CPU"
+      for (p in qps) {
+        r = ""
+        if (p != "dotproxy" && ("dotproxy" in qps))
+          r = sprintf("%.2fx, %.2fx", median(qps["dotproxy"]) / median(qps[p]), median(cpu["dotproxy"]) / median(cpu[p]))
+        printf "%-10s %12.0f %14.2f %8d %22s\n", p, median(qps[p]), median(cpu[p]), lost[p], r
+      }
+    }'
+}
