@@ -14,29 +14,6 @@ constexpr size_t kAdditional = 2;  // section index: answer 0, authority 1, addi
 constexpr uint16_t kOpcodeMask = 0x7800;
 constexpr size_t kOptFixed = 11;  // root owner + type, class, TTL, rdlength
 
-struct RecordHead {
-  size_t start = 0;
-  uint16_t type = 0;
-  uint16_t klass = 0;
-  uint32_t ttl = 0;
-  size_t rdata_offset = 0;
-  uint16_t rdlength = 0;
-};
-
-// Reads one RR's owner and fixed fields and skips its rdata; errors stay on r.
-RecordHead readRecordHead(WireReader& r) noexcept {
-  RecordHead h;
-  h.start = r.pos();
-  skipName(r);
-  h.type = r.u16();
-  h.klass = r.u16();
-  h.ttl = r.u32();
-  h.rdlength = r.u16();
-  h.rdata_offset = r.pos();
-  r.skip(h.rdlength);
-  return h;
-}
-
 // The owner was already walked successfully; a pointer to a root label also counts as the root.
 bool ownerIsRoot(WireView msg, size_t start) noexcept {
   WireReader r(msg);
@@ -92,6 +69,19 @@ uint16_t sectionCount(const Header& h, size_t s) noexcept {
 }
 
 }  // namespace
+
+RecordHead readRecordHead(WireReader& r) noexcept {
+  RecordHead h;
+  h.start = r.pos();
+  skipName(r);
+  h.type = r.u16();
+  h.klass = r.u16();
+  h.ttl = r.u32();
+  h.rdlength = r.u16();
+  h.rdata_offset = r.pos();
+  r.skip(h.rdlength);
+  return h;
+}
 
 size_t QueryInfo::maxUdpReply(size_t cap) const noexcept {
   if (!edns.present) return kClassicUdpSize;
@@ -329,54 +319,66 @@ void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo&
   size_t opt_start = 0;
   if (q.edns.present) {
     opt_start = out.size();
-    w.u8(0);
-    w.u16(type::OPT);
-    w.u16(our_udp_size);
-    w.u32((uint32_t{r.ext_rcode} << 24) | (q.edns.do_bit ? kEdnsDo : 0u));
-    const size_t rdlength_at = out.size();
-    w.u16(0);
-    if (upstream_opt) {
-      // Only end-to-end options survive: Extended DNS Errors (RFC 8914). Padding, keepalive and
-      // cookies are hop-by-hop; ECS scope belongs to the upstream hop.
-      WireReader u(upstream);
-      u.seek(r.opt_offset);
-      skipName(u);
-      u.skip(8);
-      WireReader o(u.bytes(u.u16()));
-      while (u.ok() && o.ok() && !o.atEnd()) {
-        const size_t at = o.pos();
-        const uint16_t code = o.u16();
-        const uint16_t len = o.u16();
-        o.skip(len);
-        if (o.ok() && code == edns_option::ExtendedError) {
-          w.bytes(o.message().subspan(at, 4u + len));
-        }
+    appendClientOpt(out, upstream, r, our_udp_size, q.edns.do_bit);
+  }
+  truncateClientReply(out, kHeaderSize + question.size(), opt_start, limit);
+}
+
+void appendClientOpt(PacketBuffer& out, WireView upstream, const ResponseInfo& r, uint16_t udp_size,
+                     bool do_bit) {
+  WireWriter w(out, SIZE_MAX);
+  w.u8(0);
+  w.u16(type::OPT);
+  w.u16(udp_size);
+  w.u32((uint32_t{r.ext_rcode} << 24) | (do_bit ? kEdnsDo : 0u));
+  const size_t rdlength_at = out.size();
+  w.u16(0);
+  if (r.opt_offset != 0) {
+    // Only end-to-end options survive: Extended DNS Errors (RFC 8914). Padding, keepalive and
+    // cookies are hop-by-hop; ECS scope belongs to the upstream hop.
+    WireReader u(upstream);
+    u.seek(r.opt_offset);
+    skipName(u);
+    u.skip(8);
+    WireReader o(u.bytes(u.u16()));
+    while (u.ok() && o.ok() && !o.atEnd()) {
+      const size_t at = o.pos();
+      const uint16_t code = o.u16();
+      const uint16_t len = o.u16();
+      o.skip(len);
+      if (o.ok() && code == edns_option::ExtendedError) {
+        w.bytes(o.message().subspan(at, 4u + len));
       }
     }
-    w.patchU16(rdlength_at, static_cast<uint16_t>(out.size() - rdlength_at - 2));
   }
-  if (out.size() <= limit) return;
+  w.patchU16(rdlength_at, static_cast<uint16_t>(out.size() - rdlength_at - 2));
+}
 
+void setClientOpt(std::span<std::byte> opt, uint16_t udp_size, bool do_bit) noexcept {
+  if (opt.size() < kOptFixed) return;
+  storeU16(opt.data() + 3, udp_size);              // CLASS
+  const uint16_t flags = loadU16(opt.data() + 7);  // low half of the TTL: DO and Z
+  storeU16(opt.data() + 7, static_cast<uint16_t>(do_bit ? (flags | kEdnsDo) : (flags & ~kEdnsDo)));
+}
+
+void truncateClientReply(PacketBuffer& out, size_t question_end, size_t opt_start,
+                         size_t max_size) {
+  if (out.size() <= max_size || question_end < kHeaderSize || question_end > out.size()) return;
   // Too large for the client: header + question (+ OPT) with TC=1 (RFC 1035 4.2.1, RFC 6891 7).
-  const size_t qend = kHeaderSize + question.size();
   size_t opt_len = 0;
-  if (opt_start != 0) {
+  if (opt_start != 0 && opt_start >= question_end && opt_start + kOptFixed <= out.size()) {
     opt_len = out.size() - opt_start;
-    std::memmove(out.data() + qend, out.data() + opt_start, opt_len);
-    if (qend + opt_len > limit) {  // drop the EDE options rather than the OPT itself
+    std::memmove(out.data() + question_end, out.data() + opt_start, opt_len);
+    if (question_end + opt_len > max_size) {  // drop the EDE options rather than the OPT itself
       opt_len = kOptFixed;
-      storeU16(out.data() + qend + kOptFixed - 2, 0);
+      storeU16(out.data() + question_end + kOptFixed - 2, 0);
     }
   }
-  out.resize(qend + opt_len);
-  h.set(flag::TC, true);
-  h.ancount = 0;
-  h.nscount = 0;
-  h.arcount = opt_start != 0 ? 1 : 0;
-  storeU16(out.data() + 2, h.flags);
-  storeU16(out.data() + 6, h.ancount);
-  storeU16(out.data() + 8, h.nscount);
-  storeU16(out.data() + 10, h.arcount);
+  out.resize(question_end + opt_len);
+  storeU16(out.data() + 2, static_cast<uint16_t>(loadU16(out.data() + 2) | flag::TC));
+  storeU16(out.data() + 6, 0);
+  storeU16(out.data() + 8, 0);
+  storeU16(out.data() + 10, opt_len != 0 ? 1 : 0);
 }
 
 }  // namespace dotproxy::dns

@@ -4,6 +4,7 @@
 // reply. Protocol code only: bytes in, bytes out, no I/O.
 
 #include <cstdint>
+#include <span>
 
 #include "dotproxy/dns/name.h"
 #include "dotproxy/dns/types.h"
@@ -99,5 +100,32 @@ bool answerMatches(const ResponseInfo& r, uint16_t id, const Name& qname, uint16
 void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo& q,
                       WireView raw_query, size_t max_size, uint16_t our_udp_size,
                       PacketBuffer& out);
+
+// ---- Building blocks of buildClientReply, shared with the cache (which replays stored answers).
+
+// One resource record's owner and fixed fields, as read by readRecordHead.
+struct RecordHead {
+  size_t start = 0;  // offset of the owner name
+  uint16_t type = 0;
+  uint16_t klass = 0;
+  uint32_t ttl = 0;  // as on the wire; its field starts at rdata_offset - 6
+  size_t rdata_offset = 0;
+  uint16_t rdlength = 0;
+};
+// Reads one RR's owner and fixed fields at r.pos() and skips its rdata; errors stay on r.
+RecordHead readRecordHead(WireReader& r) noexcept;
+
+// Appends the OPT RR of a client reply: EDNS version 0, udp size `udp_size`, DO as given, the
+// upstream's extended RCODE (r.ext_rcode) and, of the options in the upstream's OPT (if any), only
+// the end-to-end ones: Extended DNS Errors (RFC 8914).
+void appendClientOpt(PacketBuffer& out, WireView upstream, const ResponseInfo& r, uint16_t udp_size,
+                     bool do_bit);
+// Rewrites the udp size and DO bit of an OPT RR written by appendClientOpt (`opt` starts at it).
+void setClientOpt(std::span<std::byte> opt, uint16_t udp_size, bool do_bit) noexcept;
+// `out` is a reply: header, question (ending at question_end), sections and, if opt_start != 0,
+// our OPT from opt_start to the end. If it is larger than max_size it becomes header + question
+// (+ OPT, without its options if even that does not fit) with TC=1 and no records
+// (RFC 1035 4.2.1, RFC 6891 7).
+void truncateClientReply(PacketBuffer& out, size_t question_end, size_t opt_start, size_t max_size);
 
 }  // namespace dotproxy::dns
