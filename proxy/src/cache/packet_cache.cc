@@ -235,12 +235,11 @@ bool Key::operator==(const Key& o) const noexcept {
 }
 
 Key makeKey(const dns::QueryInfo& q) noexcept {
-  Key k;
-  k.name = q.qname.lowered();
-  k.qtype = q.qtype;
-  k.qclass = q.qclass;
-  k.do_bit = q.edns.present && q.edns.do_bit;
-  k.cd = q.header.cd();
+  Key k{.name = q.qname.lowered(),  // built in place: a Name is 256 bytes
+        .qtype = q.qtype,
+        .qclass = q.qclass,
+        .do_bit = q.edns.present && q.edns.do_bit,
+        .cd = q.header.cd()};
   k.hash = hashKey(k.name.wire(), k.qtype, k.qclass, k.do_bit, k.cd);
   return k;
 }
