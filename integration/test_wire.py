@@ -225,7 +225,9 @@ def test_edns_answer_options(pair, do_bit, payload):
     m, p = pair
     before = m.stats()
     for transport in ("udp", "tcp"):
-        q = make_query(f"e{payload}.test.", "A", edns=0, payload=payload, want_dnssec=do_bit)
+        # A name per transport: the second would otherwise be a cache hit, not a forwarded answer.
+        q = make_query(f"e{payload}-{transport}.test.", "A", edns=0, payload=payload,
+                       want_dnssec=do_bit)
         r = p.udp(q) if transport == "udp" else p.tcp(q)
         assert r.rcode() == dns.rcode.NOERROR
         assert r.edns == 0, f"{transport}: no OPT in the answer to an EDNS query"

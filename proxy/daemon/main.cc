@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "dotproxy/cache/packet_cache.h"
 #include "dotproxy/config/settings.h"
 #include "dotproxy/net/udp.h"
 #include "dotproxy/tls/tls.h"
@@ -145,10 +146,20 @@ int run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  cache::PacketCache cache(
+      {.max_bytes = s.cache_size,
+       .shards = s.cache_shards,
+       .min_ttl = s.cache_min_ttl,
+       .max_ttl = s.cache_max_ttl,
+       .negative_max_ttl = s.cache_negative_max_ttl,
+       .servfail_ttl = s.cache_servfail_ttl,
+       .stale_max_age = s.serve_stale ? s.stale_max_age : std::chrono::seconds(0),
+       .prefetch_percent = s.prefetch_percent});
   std::atomic<unsigned> tcp_clients{0};
   std::vector<std::unique_ptr<Worker>> pool;
   for (unsigned w = 0; w < workers; ++w) {
-    pool.push_back(std::make_unique<Worker>(s, upstreams, std::move(sockets[w]), tcp_clients));
+    pool.push_back(
+        std::make_unique<Worker>(s, upstreams, std::move(sockets[w]), tcp_clients, &cache));
   }
   std::vector<std::thread> threads;
   for (auto& w : pool) threads.emplace_back([&w] { w->run(); });
@@ -169,7 +180,12 @@ int run(int argc, char** argv) {
   auto stats = [&] {
     std::vector<const metrics::Counters*> all;
     for (auto& w : pool) all.push_back(&w->counters());
-    fmt::print("{{\"stats\":{}}}\n", metrics::toJson(metrics::sum(all)));
+    auto values = metrics::sum(all);
+    cache::CacheStats cs = cache.stats();
+    values.push_back({"cache_entries", cs.entries});
+    values.push_back({"cache_bytes", cs.bytes});
+    values.push_back({"cache_evictions", cs.evictions});
+    fmt::print("{{\"stats\":{}}}\n", metrics::toJson(values));
     std::fflush(stdout);
   };
   for (;;) {

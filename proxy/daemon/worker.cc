@@ -40,10 +40,10 @@ class UdpListener final : public net::EventLoop::Handler {
             w_.counters().dropped_response.inc();
           } else if (h.opcode() != static_cast<uint8_t>(dns::Opcode::Query)) {
             w_.counters().notimp.inc();
-            send(client, dns::buildErrorReply(d.bytes, dns::Rcode::NotImp));
+            send(client, dns::buildErrorReply(d.bytes, dns::Rcode::NotImp).view());
           } else {
             w_.counters().formerr.inc();
-            send(client, dns::buildErrorReply(d.bytes, dns::Rcode::FormErr));
+            send(client, dns::buildErrorReply(d.bytes, dns::Rcode::FormErr).view());
           }
           continue;
         }
@@ -54,9 +54,9 @@ class UdpListener final : public net::EventLoop::Handler {
   }
 
   // Replies are batched and sent with sendmmsg once the current round of events is done.
-  void send(const ClientRef& client, PacketBuffer reply) {
+  void send(const ClientRef& client, WireView reply) {
     if (reply.empty()) return;
-    tx_.queue(client.peer, client.local, std::move(reply));
+    tx_.queue(client.peer, client.local, reply);
     if (!flush_scheduled_) {
       flush_scheduled_ = true;
       w_.loop().defer([this] {
@@ -103,7 +103,7 @@ class TcpClient final : public net::EventLoop::Handler {
     maybeClose();
   }
 
-  void reply(PacketBuffer wire) {
+  void reply(WireView wire) {
     if (inflight_ > 0) --inflight_;
     if (closed_) return;
     if (!wire.empty()) {
@@ -310,9 +310,11 @@ std::string coalesceKey(const dns::QueryInfo& q, WireView raw, bool with_ecs) {
 }  // namespace
 
 Worker::Worker(const config::Settings& settings, std::vector<upstream::Upstream> upstreams,
-               std::vector<ListenSockets> sockets, std::atomic<unsigned>& tcp_clients)
+               std::vector<ListenSockets> sockets, std::atomic<unsigned>& tcp_clients,
+               cache::PacketCache* cache)
     : settings_(settings),
       pool_(loop_, std::move(upstreams), poolSettings(settings), counters_),
+      cache_(cache),
       tcp_client_count_(tcp_clients) {
   for (auto& s : sockets) {
     udp_.push_back(std::make_unique<UdpListener>(*this, std::move(s.udp)));
@@ -373,20 +375,20 @@ void Worker::removeTcpClient(uint64_t id) {
   });
 }
 
-void Worker::deliver(const ClientRef& client, PacketBuffer reply) {
+void Worker::deliver(const ClientRef& client, WireView reply) {
   if (client.udp) {
-    client.udp->send(client, std::move(reply));
+    client.udp->send(client, reply);
     return;
   }
   auto it = tcp_clients_.find(client.tcp_id);
-  if (it != tcp_clients_.end()) it->second->reply(std::move(reply));
+  if (it != tcp_clients_.end()) it->second->reply(reply);
 }
 
 void Worker::onQuery(WireView raw, const ClientRef& client) {
   (client.udp ? counters_.udp_queries : counters_.tcp_queries).inc();
   if (raw.size() < dns::kHeaderSize) {
     counters_.dropped_short.inc();
-    deliver(client, {});
+    deliver(client, WireView{});
     return;
   }
   auto q = dns::parseQuery(raw);
@@ -395,7 +397,7 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
     switch (q.error()) {
       case Errc::NotQuery:
         counters_.dropped_response.inc();  // never answer a response: no reflection loops
-        deliver(client, {});
+        deliver(client, WireView{});
         return;
       case Errc::NotImp:
         counters_.notimp.inc();
@@ -409,32 +411,63 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
         counters_.formerr.inc();
         break;
     }
-    deliver(client, dns::buildErrorReply(raw, rcode));
+    deliver(client, dns::buildErrorReply(raw, rcode).view());
     return;
   }
 
-  std::string key = coalesceKey(*q, raw, settings_.forward_ecs);
+  if (answerFromCache(*q, raw, client, cache::Stale::Refuse)) return;
+  forward(*q, raw, &client);
+}
+
+bool Worker::answerFromCache(const dns::QueryInfo& q, WireView raw, const ClientRef& client,
+                             cache::Stale stale) {
+  if (!cache_ || !cache_->enabled()) return false;
+  size_t limit = client.udp ? q.maxUdpReply(settings_.max_udp_size) : dns::kMaxMessage;
+  auto hit =
+      cache_->lookup(cache::makeKey(q), q, raw, limit,
+                     static_cast<uint16_t>(settings_.max_udp_size), loop_.now(), stale, scratch_);
+  if (!hit) {
+    if (stale == cache::Stale::Refuse) counters_.cache_misses.inc();
+    return false;
+  }
+  (hit->stale ? counters_.cache_stale : counters_.cache_hits).inc();
+  counters_.answers.inc();
+  deliver(client, scratch_.view());
+  // RFC 8767-style refresh ahead of expiry: a popular entry near its end goes upstream once, in
+  // the background, so that it never misses.
+  if (hit->prefetch && !hit->stale) {
+    counters_.cache_prefetches.inc();
+    forward(q, raw, nullptr);
+  }
+  return true;
+}
+
+void Worker::forward(const dns::QueryInfo& q, WireView raw, const ClientRef* client) {
+  std::string key = coalesceKey(q, raw, settings_.forward_ecs);
   auto [it, fresh] = inflight_.try_emplace(key);
-  if (!fresh && it->second.waiters.size() >= kMaxWaitersPerQuestion) {
+  if (!client) {
+    if (!fresh) return;  // already being refreshed or asked
+  } else if (!fresh && it->second.waiters.size() >= kMaxWaitersPerQuestion) {
     // One question flooded while the upstream is slow must not grow without bound.
     counters_.coalesce_overflow.inc();
     counters_.servfail.inc();
-    deliver(client, dns::buildErrorReply(raw, dns::Rcode::ServFail));
+    deliver(*client, dns::buildErrorReply(raw, dns::Rcode::ServFail).view());
     return;
   }
-  it->second.waiters.push_back(Waiter{client, PacketBuffer(raw), *q});
+  if (client) it->second.waiters.push_back(Waiter{*client, PacketBuffer(raw), q});
   if (!fresh) {
     counters_.coalesced.inc();
     return;
   }
+  it->second.cache_key = cache::makeKey(q);
   upstream::Question uq{
-      .wire = dns::buildUpstreamQuery(*q, raw, 0,
+      .wire = dns::buildUpstreamQuery(q, raw, 0,
                                       {.udp_size = static_cast<uint16_t>(settings_.max_udp_size),
                                        .padding_block = settings_.padding_block,
                                        .forward_ecs = settings_.forward_ecs}),
-      .qname = q->qname,
-      .qtype = q->qtype,
-      .qclass = q->qclass};
+      .qname = q.qname,
+      .qtype = q.qtype,
+      .qclass = q.qclass};
   if (settings_.padding_block > 0) counters_.padded_queries.inc();
   pool_.resolve(
       std::move(uq), loop_.now() + settings_.query_timeout,
@@ -446,8 +479,18 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
   if (it == inflight_.end()) return;
   Inflight entry = std::move(it->second);
   inflight_.erase(it);
+  bool caching = cache_ && cache_->enabled();
+  // RFC 8767: when the upstreams fail (no answer in time, or SERVFAIL), an expired answer beats
+  // none.
+  bool failed = !answer || answer->info.rcode() == static_cast<uint16_t>(dns::Rcode::ServFail);
+  bool try_stale = failed && caching && settings_.serve_stale;
+  bool served_stale = false;
+  PacketBuffer out;
   for (Waiter& w : entry.waiters) {
-    PacketBuffer out;
+    if (try_stale && answerFromCache(w.info, w.raw, w.client, cache::Stale::Serve)) {
+      served_stale = true;
+      continue;
+    }
     if (answer) {
       size_t limit = w.client.udp ? w.info.maxUdpReply(settings_.max_udp_size) : dns::kMaxMessage;
       dns::buildClientReply(answer->wire, answer->info, w.info, w.raw, limit,
@@ -461,7 +504,14 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
       counters_.servfail.inc();
       out = dns::buildErrorReply(w.raw, dns::Rcode::ServFail);
     }
-    deliver(w.client, std::move(out));
+    deliver(w.client, out.view());
+  }
+  // A SERVFAIL never replaces an entry that is still good for serving stale, nor one a prefetch
+  // (no waiters) was refreshing.
+  bool keep_old = failed && (served_stale || entry.waiters.empty());
+  if (answer && caching && !keep_old &&
+      cache_->insert(entry.cache_key, answer->wire, answer->info, loop_.now())) {
+    counters_.cache_inserts.inc();
   }
   maybeFinishDrain();
 }

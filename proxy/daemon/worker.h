@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dotproxy/cache/packet_cache.h"
 #include "dotproxy/config/settings.h"
 #include "dotproxy/dns/query.h"
 #include "dotproxy/metrics/counters.h"
@@ -37,8 +38,10 @@ struct ClientRef {
 
 class Worker {
  public:
+  // `cache` is shared by all workers (nullptr or disabled: no cache) and outlives them.
   Worker(const config::Settings& settings, std::vector<upstream::Upstream> upstreams,
-         std::vector<ListenSockets> sockets, std::atomic<unsigned>& tcp_clients);
+         std::vector<ListenSockets> sockets, std::atomic<unsigned>& tcp_clients,
+         cache::PacketCache* cache);
   ~Worker();
 
   void run();    // the thread body; returns after drain() completes
@@ -47,7 +50,7 @@ class Worker {
 
   // Called by the listeners and clients, on the loop.
   void onQuery(WireView raw, const ClientRef& client);
-  void deliver(const ClientRef& client, PacketBuffer reply);  // empty reply = no answer (drop)
+  void deliver(const ClientRef& client, WireView reply);  // empty reply = no answer (drop)
   net::EventLoop& loop() noexcept { return loop_; }
   metrics::Counters& counters() noexcept { return counters_; }
   const config::Settings& settings() const noexcept { return settings_; }
@@ -62,15 +65,22 @@ class Worker {
     dns::QueryInfo info;
   };
   struct Inflight {
-    std::vector<Waiter> waiters;
+    std::vector<Waiter> waiters;  // empty for a prefetch
+    cache::Key cache_key;
   };
   void complete(const std::string& key, Result<upstream::Answer> answer);
+  // Sends q upstream unless the same question is in flight; `client` null for a prefetch.
+  void forward(const dns::QueryInfo& q, WireView raw, const ClientRef* client);
+  bool answerFromCache(const dns::QueryInfo& q, WireView raw, const ClientRef& client,
+                       cache::Stale stale);
   void maybeFinishDrain();
 
   config::Settings settings_;
   net::EventLoop loop_;
   metrics::Counters counters_;
   upstream::Pool pool_;
+  cache::PacketCache* cache_;
+  PacketBuffer scratch_;  // reused for every cache hit: a hit does not allocate
   std::vector<std::unique_ptr<UdpListener>> udp_;
   std::vector<std::unique_ptr<TcpListener>> tcp_listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<TcpClient>> tcp_clients_;

@@ -41,6 +41,11 @@ class Counter {
   X(truncated) \
   X(answers) \
   X(coalesced) \
+  X(cache_hits) \
+  X(cache_misses) \
+  X(cache_stale) \
+  X(cache_prefetches) \
+  X(cache_inserts) \
   X(upstream_queries) \
   X(upstream_answers) \
   X(upstream_retries) \
