@@ -21,7 +21,7 @@ using std::chrono::seconds;
 struct CacheSettings {
   size_t max_bytes = size_t{64} << 20;  // entry bytes plus index overhead; 0 turns the cache off
   unsigned shards = 16;
-  seconds min_ttl{0};              // clamps on the TTL an entry lives for
+  seconds min_ttl{0};  // clamps on the TTL an entry lives for
   seconds max_ttl{86400};
   seconds negative_max_ttl{3600};  // cap for NXDOMAIN / NODATA (RFC 2308 section 5)
   seconds servfail_ttl{5};         // upstream SERVFAIL, cached briefly (RFC 2308 section 7)
@@ -71,7 +71,8 @@ class PacketCache {
   // QUERY, not RCODEs other than NOERROR / NXDOMAIN / SERVFAIL; positive answers for their smallest
   // TTL, negative ones per RFC 2308 (SOA TTL and MINIMUM), all within the clamps. Returns whether
   // it was stored.
-  bool insert(const Key& key, WireView answer, const dns::ResponseInfo& info, Clock::time_point now);
+  bool insert(const Key& key, WireView answer, const dns::ResponseInfo& info,
+              Clock::time_point now);
 
   // On a hit, writes the client's reply into `out` (reusing its capacity: no allocation once warm):
   // the client's ID, RD and question spelling, every TTL reduced by the time spent in the cache
