@@ -137,10 +137,11 @@ void EventLoop::run() {
     }
     runTimers();
     // Deferred tasks may defer more; run until quiet.
+    // The two vectors trade places and keep their capacity: a busy loop does not allocate here.
     while (!deferred_.empty()) {
-      std::vector<Task> batch;
-      batch.swap(deferred_);
-      for (auto& t : batch) t();
+      running_.swap(deferred_);
+      for (auto& t : running_) t();
+      running_.clear();
     }
   }
 }

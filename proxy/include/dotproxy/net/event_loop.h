@@ -75,6 +75,7 @@ class EventLoop {
   TimerId next_timer_ = 1;
 
   std::vector<Task> deferred_;
+  std::vector<Task> running_;  // the deferred tasks being run
   std::mutex posted_mutex_;
   std::vector<Task> posted_;
 };
