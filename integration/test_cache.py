@@ -141,3 +141,24 @@ def test_cache_size_zero_turns_the_cache_off(mock, proxy):
     p.udp(make_query("off.test."))
     assert mock_queries(m) == 2
     assert p.stats()["cache_hits"] == 0
+
+
+def test_answer_to_rd0_query_is_not_cached_for_everyone(mock, proxy):
+    m = mock()
+    p = proxy(m)
+    p.udp(make_query("rd.test.", rd=False))
+    p.udp(make_query("rd.test."))
+    assert mock_queries(m) == 2, "an RD=0 answer was served to an RD=1 client"
+
+
+def test_subnet_specific_answers_are_not_shared(mock, proxy):
+    """With forward_ecs the upstream may tailor answers to the client's subnet (RFC 7871): such
+    answers are not cached for other clients."""
+    import dns.edns
+    m = mock()
+    p = proxy(m, config="[server]\nforward_ecs = true\n")
+    for subnet in ("192.0.2.0", "198.51.100.0"):
+        q = make_query("ecs.test.", edns=0)
+        q.use_edns(0, 0, 1232, options=[dns.edns.ECSOption(subnet, 24)])
+        assert p.udp(q).rcode() == dns.rcode.NOERROR
+    assert mock_queries(m) == 2

@@ -419,9 +419,14 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
   forward(*q, raw, &client);
 }
 
+bool Worker::cacheable(const dns::QueryInfo& q) const noexcept {
+  // An answer tailored to the client's subnet (ECS forwarded) is not everyone's answer.
+  return cache_ && cache_->enabled() && !(settings_.forward_ecs && q.edns.ecs_len > 0);
+}
+
 bool Worker::answerFromCache(const dns::QueryInfo& q, WireView raw, const ClientRef& client,
                              cache::Stale stale) {
-  if (!cache_ || !cache_->enabled()) return false;
+  if (!cacheable(q)) return false;
   size_t limit = client.udp ? q.maxUdpReply(settings_.max_udp_size) : dns::kMaxMessage;
   auto hit =
       cache_->lookup(cache::makeKey(q), q, raw, limit,
@@ -435,31 +440,33 @@ bool Worker::answerFromCache(const dns::QueryInfo& q, WireView raw, const Client
   deliver(client, scratch_.view());
   // RFC 8767-style refresh ahead of expiry: a popular entry near its end goes upstream once, in
   // the background, so that it never misses.
-  if (hit->prefetch && !hit->stale) {
+  // (Not from an RD=0 query, whose answer would replace everyone's; not while draining.)
+  if (hit->prefetch && !hit->stale && q.header.rd() && !draining_ && forward(q, raw, nullptr)) {
     counters_.cache_prefetches.inc();
-    forward(q, raw, nullptr);
   }
   return true;
 }
 
-void Worker::forward(const dns::QueryInfo& q, WireView raw, const ClientRef* client) {
+bool Worker::forward(const dns::QueryInfo& q, WireView raw, const ClientRef* client) {
   std::string key = coalesceKey(q, raw, settings_.forward_ecs);
   auto [it, fresh] = inflight_.try_emplace(key);
   if (!client) {
-    if (!fresh) return;  // already being refreshed or asked
+    if (!fresh) return false;  // already being refreshed or asked
   } else if (!fresh && it->second.waiters.size() >= kMaxWaitersPerQuestion) {
     // One question flooded while the upstream is slow must not grow without bound.
     counters_.coalesce_overflow.inc();
     counters_.servfail.inc();
     deliver(*client, dns::buildErrorReply(raw, dns::Rcode::ServFail).view());
-    return;
+    return false;
   }
   if (client) it->second.waiters.push_back(Waiter{*client, PacketBuffer(raw), q});
   if (!fresh) {
     counters_.coalesced.inc();
-    return;
+    return false;
   }
   it->second.cache_key = cache::makeKey(q);
+  // Only answers to recursive questions are everyone's answers (an RD=0 answer may be partial).
+  it->second.cacheable = cacheable(q) && q.header.rd();
   upstream::Question uq{
       .wire = dns::buildUpstreamQuery(q, raw, 0,
                                       {.udp_size = static_cast<uint16_t>(settings_.max_udp_size),
@@ -472,6 +479,7 @@ void Worker::forward(const dns::QueryInfo& q, WireView raw, const ClientRef* cli
   pool_.resolve(
       std::move(uq), loop_.now() + settings_.query_timeout,
       [this, key = std::move(key)](Result<upstream::Answer> a) { complete(key, std::move(a)); });
+  return true;
 }
 
 void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
@@ -479,7 +487,7 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
   if (it == inflight_.end()) return;
   Inflight entry = std::move(it->second);
   inflight_.erase(it);
-  bool caching = cache_ && cache_->enabled();
+  bool caching = entry.cacheable;
   // RFC 8767: when the upstreams fail (no answer in time, or SERVFAIL), an expired answer beats
   // none.
   bool failed = !answer || answer->info.rcode() == static_cast<uint16_t>(dns::Rcode::ServFail);

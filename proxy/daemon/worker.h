@@ -67,10 +67,13 @@ class Worker {
   struct Inflight {
     std::vector<Waiter> waiters;  // empty for a prefetch
     cache::Key cache_key;
+    bool cacheable = false;
   };
   void complete(const std::string& key, Result<upstream::Answer> answer);
   // Sends q upstream unless the same question is in flight; `client` null for a prefetch.
-  void forward(const dns::QueryInfo& q, WireView raw, const ClientRef* client);
+  // Returns whether a query went upstream (false: joined one in flight, or refused).
+  bool forward(const dns::QueryInfo& q, WireView raw, const ClientRef* client);
+  bool cacheable(const dns::QueryInfo& q) const noexcept;
   bool answerFromCache(const dns::QueryInfo& q, WireView raw, const ClientRef& client,
                        cache::Stale stale);
   void maybeFinishDrain();

@@ -1,5 +1,7 @@
 #include "dotproxy/cache/packet_cache.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstdlib>
@@ -51,9 +53,20 @@ uint64_t fmix64(uint64_t h) noexcept {  // MurmurHash3 finalizer
 
 // A fast multiply-rotate hash over the name, eight bytes at a time, finished with an avalanche;
 // a process-local value (byte order does not matter).
+// A secret per process: names crafted offline to share a slot (long probe chains under the shard
+// lock) collide only by chance here.
+uint64_t processSeed() noexcept {
+  uint64_t seed = 0;
+  if (::getrandom(&seed, sizeof seed, 0) != sizeof seed) {
+    seed = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  }
+  return seed | 1;
+}
+const uint64_t kSeed = processSeed();
+
 uint64_t hashKey(WireView name, uint16_t qtype, uint16_t qclass, bool do_bit, bool cd) noexcept {
   constexpr uint64_t kMul = 0x9e3779b97f4a7c15ULL;
-  uint64_t h = 0x243f6a8885a308d3ULL ^ name.size();
+  uint64_t h = kSeed ^ name.size();
   const std::byte* p = name.data();
   size_t n = name.size();
   for (; n >= 8; p += 8, n -= 8) {
@@ -65,7 +78,7 @@ uint64_t hashKey(WireView name, uint16_t qtype, uint16_t qclass, bool do_bit, bo
   if (n > 0) std::memcpy(&tail, p, n);
   h = std::rotl((h ^ tail) * kMul, 29);
   h ^= (uint64_t{qtype} << 32) | (uint64_t{qclass} << 16) | (uint64_t{do_bit} << 1) | uint64_t{cd};
-  return fmix64(h * kMul);
+  return fmix64((h * kMul) ^ kSeed);
 }
 
 // glibc malloc's chunk for a request of n bytes: n + 8 rounded up to 16, at least 32.
@@ -346,7 +359,11 @@ uint32_t PacketCache::Impl::lifetime(const dns::ResponseInfo& info, uint32_t min
   if (rcode == static_cast<uint16_t>(dns::Rcode::ServFail)) {
     life = toSeconds(s.servfail_ttl);  // RFC 2308 7.1: briefly, whatever the clamps say
   } else if (rcode == static_cast<uint16_t>(dns::Rcode::NoError) && info.header.ancount > 0) {
-    life = std::max(std::min(min_ttl, cap), floor);
+    life = std::min(min_ttl, cap);
+    // An SOA in the authority section makes part of the answer negative (a CNAME to a name
+    // without the type): the SOA rule bounds it too (RFC 2308 section 5).
+    if (soa_negative) life = std::min({life, *soa_negative, toSeconds(s.negative_max_ttl)});
+    life = std::max(life, floor);
   } else if (rcode == static_cast<uint16_t>(dns::Rcode::NxDomain) ||
              rcode == static_cast<uint16_t>(dns::Rcode::NoError)) {
     // RFC 2308 5: min(SOA TTL, SOA MINIMUM). Without an SOA there is nothing to say how long the
@@ -409,6 +426,19 @@ bool PacketCache::insert(const Key& key, WireView answer, const dns::ResponseInf
   if (r.pos() != info.end) return false;
   const uint32_t life = impl_->lifetime(info, min_ttl, answer_min_ttl, soa_negative);
   if (life == 0) return false;
+  // The caps bind what clients are told too, not only how long we keep the entry: TTLs above
+  // max_ttl (negative_max_ttl for negative answers) are lowered in the stored copy.
+  const bool negative =
+      info.rcode() == static_cast<uint16_t>(dns::Rcode::NxDomain) ||
+      (info.rcode() == static_cast<uint16_t>(dns::Rcode::NoError) && soa_negative.has_value());
+  uint32_t ttl_cap = toSeconds(impl_->settings.max_ttl);
+  if (negative) ttl_cap = std::min(ttl_cap, toSeconds(impl_->settings.negative_max_ttl));
+  if (info.rcode() != static_cast<uint16_t>(dns::Rcode::ServFail)) {
+    for (size_t i = 0; i + 1 < offsets.size(); i += 2) {
+      std::byte* ttl_at = blob.data() + loadU16(offsets.data() + i);
+      if (wireTtl(loadU32(ttl_at)) > ttl_cap) storeU32(ttl_at, ttl_cap);
+    }
+  }
 
   // Canonical body: question in lower case (every hit writes the client's spelling over it),
   // ARCOUNT without the upstream's OPT.
@@ -443,11 +473,12 @@ bool PacketCache::insert(const Key& key, WireView answer, const dns::ResponseInf
   {
     auto shard = impl_->shardFor(key.hash).lock();
     const size_t budget = impl_->shard_budget;
-    if (const size_t slot = shard->index.find(key); slot != Index::kNone) {
-      replaced = shard->index.at(slot);
-      shard->remove(replaced, slot);
-    }
+    // An answer too large for the shard leaves the entry it would have replaced in place.
     if (cost + shard->index.bytes() <= budget) {
+      if (const size_t slot = shard->index.find(key); slot != Index::kNone) {
+        replaced = shard->index.at(slot);
+        shard->remove(replaced, slot);
+      }
       if (shard->index.full()) {
         const size_t growth = shard->index.growthBytes();
         if (shard->bytes() + growth + cost > budget || !shard->index.grow()) {
@@ -488,8 +519,9 @@ std::optional<Hit> PacketCache::lookup(const Key& key, const dns::QueryInfo& q, 
       if (age - life >= s.stale_max_age) {  // of no further use: drop it now
         shard->remove(e, slot);
         dead = e;
-      } else if (stale == Stale::Refuse) {
-        return std::nullopt;
+      } else if (stale == Stale::Refuse ||
+                 (loadU16(e->blob() + 2) & 0xf) == static_cast<uint16_t>(dns::Rcode::ServFail)) {
+        return std::nullopt;  // an old SERVFAIL is no better than a new one
       } else {
         hit.stale = true;
       }
@@ -515,9 +547,7 @@ std::optional<Hit> PacketCache::lookup(const Key& key, const dns::QueryInfo& q, 
   // Outside the lock, in `out` only: what buildClientReply would write for this client.
   std::byte* p = out.data();
   storeU16(p, q.header.id);
-  const uint16_t flags = loadU16(p + 2);
-  storeU16(p + 2, static_cast<uint16_t>(q.header.rd() ? (flags | dns::flag::RD)
-                                                      : (flags & ~dns::flag::RD)));
+  storeU16(p + 2, dns::clientFlags(loadU16(p + 2), q));
   if (q.question_end == v.question_end && q.question_end <= raw_query.size()) {
     std::memcpy(p + dns::kHeaderSize, raw_query.data() + dns::kHeaderSize,
                 v.question_end - dns::kHeaderSize);

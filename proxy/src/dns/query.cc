@@ -285,6 +285,13 @@ bool answerMatches(const ResponseInfo& r, uint16_t id, const Name& qname, uint16
          r.qname.equalsIgnoreCase(qname);
 }
 
+uint16_t clientFlags(uint16_t answer_flags, const QueryInfo& q) noexcept {
+  Header h{.flags = answer_flags};
+  h.set(flag::RD, q.header.rd());
+  if (!q.header.ad() && !q.edns.do_bit) h.set(flag::AD, false);
+  return h.flags;
+}
+
 void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo& q,
                       WireView raw_query, size_t max_size, uint16_t our_udp_size,
                       PacketBuffer& out) {
@@ -306,7 +313,7 @@ void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo&
 
   Header h = r.header;
   h.id = q.header.id;
-  h.set(flag::RD, q.header.rd());
+  h.flags = clientFlags(h.flags, q);
   h.qdcount = 1;
   h.arcount = static_cast<uint16_t>(h.arcount - (upstream_opt ? 1 : 0) + (q.edns.present ? 1 : 0));
 

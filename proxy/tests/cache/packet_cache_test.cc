@@ -399,7 +399,8 @@ TEST(PacketCache, ClampsToMinAndMaxTtl) {
   EXPECT_FALSE(lookup(cache, client({.qname = "short.example"}), kT0 + seconds(60)).hit);
   const Served s = lookup(cache, client({.qname = "long.example"}), kT0 + seconds(3599));
   ASSERT_TRUE(s.msg);
-  EXPECT_EQ(s.msg->answer[0].ttl, 100000u - 3599u);  // the record's own TTL, less the age
+  // max_ttl binds what the client is told too (as Unbound's cache-max-ttl): 3600 less the age.
+  EXPECT_EQ(s.msg->answer[0].ttl, 3600u - 3599u);
   EXPECT_FALSE(lookup(cache, client({.qname = "long.example"}), kT0 + seconds(3600)).hit);
 }
 
@@ -779,6 +780,58 @@ TEST(PacketCacheBench, BytesPerEntryAndNsPerHit) {
       std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - kstart);
   std::printf("%.1f ns per makeKey (%llu)\n", kns.count() / kHits,
               static_cast<unsigned long long>(sink & 1));
+}
+
+}  // namespace
+}  // namespace dotproxy::cache
+
+namespace dotproxy::cache {
+namespace {
+
+// Review findings, one test each.
+
+TEST(PacketCacheRegression, AdBitOnlyForClientsThatAskForIt) {
+  PacketCache cache({});
+  ASSERT_TRUE(store(
+      cache, upstream({.flags = flag::QR | flag::RD | flag::RA | flag::AD, .records = {a(300)}})));
+  const Served plain = lookup(cache, client({}), kT0);
+  ASSERT_TRUE(plain.msg);
+  EXPECT_FALSE(plain.msg->header.ad()) << "AD reached a client that set neither AD nor DO";
+  const Served asking = lookup(cache, client({.flags = flag::RD | flag::AD}), kT0);
+  ASSERT_TRUE(asking.msg);
+  EXPECT_TRUE(asking.msg->header.ad());
+}
+
+TEST(PacketCacheRegression, CnameToNodataLivesByTheSoaRule) {
+  PacketCache cache({});
+  Rr cname{.owner = "example.com",
+           .type = type::CNAME,
+           .ttl = 3600,
+           .rdata = Bytes{std::byte{1}, std::byte{'x'}, std::byte{0}}};
+  EXPECT_EQ(lifetimeOf(cache, upstream({.records = {cname, soa(3600, 60)}})), seconds(60));
+}
+
+TEST(PacketCacheRegression, OldServfailIsNeverServedStale) {
+  PacketCache cache({.servfail_ttl = seconds(5)});
+  ASSERT_TRUE(store(cache, upstream({.rcode = 2})));
+  EXPECT_FALSE(lookup(cache, client({}), kT0 + seconds(6), Stale::Serve).hit);
+}
+
+TEST(PacketCacheRegression, AnswerTooLargeForTheShardKeepsTheOldEntry) {
+  PacketCache cache({.max_bytes = 32 * 1024, .shards = 1});
+  ASSERT_TRUE(store(cache, upstream({.records = {a(300)}})));
+  std::vector<Rr> many;  // some 40 KiB: more than the whole budget
+  for (int i = 0; i < 1500; ++i) many.push_back(a(300, static_cast<uint8_t>(i)));
+  EXPECT_FALSE(store(cache, upstream({.records = many}), kT0 + seconds(1)));
+  EXPECT_TRUE(lookup(cache, client({}), kT0 + seconds(2)).hit);
+}
+
+TEST(PacketCacheRegression, NegativeCapBindsTheServedTtl) {
+  PacketCache cache({.negative_max_ttl = seconds(60)});
+  ASSERT_TRUE(store(cache, upstream({.rcode = 3, .records = {soa(3600, 3600)}})));
+  const Served s = lookup(cache, client({}), kT0 + seconds(10));
+  ASSERT_TRUE(s.msg);
+  EXPECT_EQ(s.msg->authority[0].ttl, 50u);
 }
 
 }  // namespace

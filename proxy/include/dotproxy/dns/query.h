@@ -92,6 +92,11 @@ Result<ResponseInfo> parseResponse(WireView wire) noexcept;
 bool answerMatches(const ResponseInfo& r, uint16_t id, const Name& qname, uint16_t qtype,
                    uint16_t qclass) noexcept;
 
+// The header flags a client gets on an answer: the upstream's, with the client's RD, and AD only
+// when the client asked for it with AD or DO (RFC 6840 section 5.8). Shared by the reply built
+// from a fresh answer and the one built from the cache, so both say the same.
+uint16_t clientFlags(uint16_t answer_flags, const QueryInfo& q) noexcept;
+
 // Builds the client's reply from a validated upstream answer: the client's ID, RD and question
 // spelling; upstream sections copied without the upstream's OPT; if the client sent EDNS, our own
 // OPT (udp size `our_udp_size`, DO as the client's, extended RCODE kept, no hop-by-hop options:
