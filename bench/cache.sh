@@ -10,9 +10,6 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 runs=${2:-3}
 names=${3:-1000000}
-ci/deps.sh bench
-cmake --preset release >/dev/null
-cmake --build --preset release --target dotproxy dotmock >/dev/null
 source bench/lib.sh
 
 start_mock

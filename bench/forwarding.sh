@@ -8,9 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 runs=${2:-3}
-ci/deps.sh bench
-cmake --preset release >/dev/null
-cmake --build --preset release --target dotproxy dotmock >/dev/null
 source bench/lib.sh
 
 start_mock

@@ -1,5 +1,10 @@
-# Shared by the bench scripts (sourced): process bookkeeping, readiness waits, CPU accounting,
-# dnsperf runs and medians. Every wait is bounded.
+# Shared by the bench scripts (sourced from the repository root): installs the peers that are
+# missing, builds the release preset, then provides process bookkeeping, readiness waits, CPU
+# accounting, dnsperf runs and medians. Every wait is bounded.
+
+ci/deps.sh bench
+cmake --preset release >/dev/null
+cmake --build --preset release --target dotproxy dotmock >/dev/null
 
 work=$(mktemp -d)
 pids=()

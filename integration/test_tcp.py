@@ -196,16 +196,19 @@ def test_concurrent_tcp_clients_are_capped(mock, proxy):
     assert p.stats()["tcp_refused_overload"] >= 1
     first.close()
 
-    def served():
-        with tcp_connect(p.addr) as s:
-            s.sendall(frame(make_query("c3.test.", qid=3).to_wire()))
-            try:
-                return dns.message.from_wire(recv_frame(s, time.monotonic() + 1)).id == 3
-            except Exception:
-                return False
-
-    wait_for(served, 5, interval=0.05, what="a new client to be served after one left")
+    wait_for(lambda: tcp_served(p.addr, "c3.test.", 3), 5, interval=0.05,
+             what="a new client to be served after one left")
     second.close()
+
+
+def tcp_served(addr, name: str, qid: int) -> bool:
+    """One query on a new TCP connection: True if its answer came back within a second."""
+    try:
+        with tcp_connect(addr) as s:
+            s.sendall(frame(make_query(name, qid=qid).to_wire()))
+            return dns.message.from_wire(recv_frame(s, time.monotonic() + 1)).id == qid
+    except Exception:
+        return False
 
 
 def cpu_seconds(pid: int) -> float:
@@ -290,12 +293,5 @@ def test_out_of_file_descriptors_pauses_accepting(mock, processes):
     for c in clients:
         c.close()
 
-    def served():
-        with tcp_connect(p.addr) as c:
-            c.sendall(frame(make_query("fd.test.", qid=7).to_wire()))
-            try:
-                return dns.message.from_wire(recv_frame(c, time.monotonic() + 1)).id == 7
-            except Exception:
-                return False
-
-    wait_for(served, 5, interval=0.05, what="a client to be served once descriptors are free")
+    wait_for(lambda: tcp_served(p.addr, "fd.test.", 7), 5, interval=0.05,
+             what="a client to be served once descriptors are free")
