@@ -113,7 +113,7 @@ std::string SocketAddress::host() const {
 }
 
 std::string SocketAddress::toString() const {
-  // fmt rather than operator+: GCC 12 at -O3 reports a bogus -Wrestrict in the string concatenation.
+  // fmt rather than operator+: GCC 12 at -O3 reports a bogus -Wrestrict on the concatenation.
   if (family() == AF_INET6) return fmt::format("[{}]:{}", host(), port());
   return fmt::format("{}:{}", host(), port());
 }
