@@ -520,6 +520,8 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
   if (answer && caching && !keep_old &&
       cache_->insert(entry.cache_key, answer->wire, answer->info, loop_.now())) {
     counters_.cache_inserts.inc();
+  } else if (caching && entry.waiters.empty()) {
+    cache_->prefetchFailed(entry.cache_key);  // a later hit in the window tries again
   }
   maybeFinishDrain();
 }

@@ -575,6 +575,14 @@ std::optional<Hit> PacketCache::lookup(const Key& key, const dns::QueryInfo& q, 
   return hit;
 }
 
+void PacketCache::prefetchFailed(const Key& key) {
+  if (!impl_) return;
+  auto shard = impl_->shardFor(key.hash).lock();
+  if (const size_t slot = shard->index.find(key); slot != Index::kNone) {
+    shard->index.at(slot)->prefetched = false;
+  }
+}
+
 CacheStats PacketCache::stats() const {
   CacheStats st;
   if (!impl_) return st;

@@ -834,5 +834,16 @@ TEST(PacketCacheRegression, NegativeCapBindsTheServedTtl) {
   EXPECT_EQ(s.msg->authority[0].ttl, 50u);
 }
 
+TEST(PacketCacheRegression, FailedPrefetchCanBeAskedAgain) {
+  PacketCache cache({});
+  ASSERT_TRUE(store(cache, upstream({.records = {a(100)}})));
+  const Client c = client({});
+  EXPECT_FALSE(lookup(cache, c, kT0 + seconds(1)).hit->prefetch);
+  EXPECT_TRUE(lookup(cache, c, kT0 + seconds(95)).hit->prefetch);
+  EXPECT_FALSE(lookup(cache, c, kT0 + seconds(96)).hit->prefetch);  // once
+  cache.prefetchFailed(c.key);
+  EXPECT_TRUE(lookup(cache, c, kT0 + seconds(97)).hit->prefetch);  // and again after a failure
+}
+
 }  // namespace
 }  // namespace dotproxy::cache

@@ -84,6 +84,10 @@ class PacketCache {
                             size_t max_size, uint16_t our_udp_size, Clock::time_point now,
                             Stale stale, PacketBuffer& out);
 
+  // A refresh that Hit.prefetch asked for did not bring a new answer: the next hit in the window
+  // may ask again.
+  void prefetchFailed(const Key& key);
+
   CacheStats stats() const;
 
  private:
