@@ -4,8 +4,8 @@ Every process is started with port 0 (or a port the test bound first), announces
 JSON ready line on stdout, and is read with a deadline (select on the pipe, never a fixed sleep).
 Teardown sends SIGTERM and requires exit code 0; SIGKILL is the last resort and fails the test.
 
-Binaries: $DOTPROXY_BIN and $DOTMOCK_BIN (set by integration/CMakeLists.txt for ctest), else the
-debug build under build/debug of this repository.
+Binaries: $DOTPROXY_BIN, $DOTMOCK_BIN and $DOTQ_BIN (set by integration/CMakeLists.txt for
+ctest), else the debug build under build/debug of this repository.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DOTPROXY_BIN = os.environ.get("DOTPROXY_BIN") or str(REPO / "build/debug/proxy/dotproxy")
 DOTMOCK_BIN = os.environ.get("DOTMOCK_BIN") or str(REPO / "build/debug/tools/dotmock/dotmock")
+DOTQ_BIN = os.environ.get("DOTQ_BIN") or str(REPO / "build/debug/tools/dotq/dotq")
 
 READY_TIMEOUT = 10.0  # seconds for a process to print its ready line
 STOP_TIMEOUT = 10.0  # seconds for SIGTERM to end a process

@@ -1,0 +1,164 @@
+#include "render.h"
+
+#include <fmt/format.h>
+#include <ldns/ldns.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "dotproxy/dns/types.h"
+
+namespace dotproxy::dotq {
+namespace {
+
+struct PktDeleter {
+  void operator()(ldns_pkt* p) const noexcept { ldns_pkt_free(p); }
+};
+struct CharDeleter {
+  void operator()(char* p) const noexcept { std::free(p); }  // ldns allocates with malloc
+};
+using CString = std::unique_ptr<char, CharDeleter>;
+
+std::string take(char* s) {
+  CString owned(s);
+  return owned ? std::string(owned.get()) : std::string();
+}
+
+std::string rrText(const ldns_rr* rr) {
+  std::string s = take(ldns_rr2str(rr));
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// The rdata alone, fields separated by one space (+short).
+std::string rdataText(const ldns_rr* rr) {
+  std::string out;
+  for (size_t i = 0; i < ldns_rr_rd_count(rr); ++i) {
+    if (i) out += ' ';
+    out += take(ldns_rdf2str(ldns_rr_rdf(rr, i)));
+  }
+  return out;
+}
+
+void section(std::string& out, std::string_view title, const ldns_rr_list* list, bool question) {
+  if (!list || ldns_rr_list_rr_count(list) == 0) return;
+  out += fmt::format("\n;; {} SECTION:\n", title);
+  for (size_t i = 0; i < ldns_rr_list_rr_count(list); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(list, i);
+    out += question ? ";" : "";
+    out += rrText(rr);
+    out += '\n';
+  }
+}
+
+std::string flagsText(const dns::Header& h) {
+  std::string f;
+  auto add = [&](bool on, std::string_view n) {
+    if (!on) return;
+    if (!f.empty()) f += ' ';
+    f += n;
+  };
+  add(h.qr(), "qr");
+  add(h.flags & dns::flag::AA, "aa");
+  add(h.tc(), "tc");
+  add(h.rd(), "rd");
+  add(h.flags & dns::flag::RA, "ra");
+  add(h.ad(), "ad");
+  add(h.cd(), "cd");
+  return f;
+}
+
+std::string_view opcodeName(uint8_t op) {
+  switch (op) {
+    case 0:
+      return "QUERY";
+    case 1:
+      return "IQUERY";
+    case 2:
+      return "STATUS";
+    case 4:
+      return "NOTIFY";
+    case 5:
+      return "UPDATE";
+  }
+  return "RESERVED";
+}
+
+std::string rcodeText(uint16_t rcode) {
+  auto n = dns::rcodeName(rcode);
+  return n.empty() ? fmt::format("RCODE{}", rcode) : std::string(n);
+}
+
+std::string hex(const std::vector<std::byte>& data) {
+  std::string s;
+  for (auto b : data) s += fmt::format("{:02x}", std::to_integer<unsigned>(b));
+  return s;
+}
+
+void ednsSection(std::string& out, const dns::Edns& e) {
+  out += "\n;; OPT PSEUDOSECTION:\n";
+  out += fmt::format("; EDNS: version: {}, flags:{}; udp: {}\n", e.version, e.do_bit ? " do" : "",
+                     e.udp_size);
+  for (const auto& o : e.options) {
+    switch (o.code) {
+      case dns::edns_option::NSID:
+        out += fmt::format("; NSID: {}\n", hex(o.data));
+        break;
+      case dns::edns_option::Padding:
+        out += fmt::format("; PADDING: {} bytes\n", o.data.size());
+        break;
+      case dns::edns_option::Cookie:
+        out += fmt::format("; COOKIE: {}\n", hex(o.data));
+        break;
+      default:
+        out += fmt::format("; OPT={}: {}\n", o.code, hex(o.data));
+    }
+  }
+}
+
+}  // namespace
+
+std::expected<std::string, std::string> render(const RenderContext& ctx, const Reply& reply) {
+  ldns_pkt* raw = nullptr;
+  const auto* data = reinterpret_cast<const uint8_t*>(reply.wire.data());
+  if (ldns_status st = ldns_wire2pkt(&raw, data, reply.wire.size()); st != LDNS_STATUS_OK) {
+    return std::unexpected(fmt::format("cannot render the reply: {}", ldns_get_errorstr_by_id(st)));
+  }
+  std::unique_ptr<ldns_pkt, PktDeleter> pkt(raw);
+
+  std::string out;
+  if (ctx.options.output == Output::Short) {
+    const ldns_rr_list* an = ldns_pkt_answer(pkt.get());
+    for (size_t i = 0; an && i < ldns_rr_list_rr_count(an); ++i) {
+      out += rdataText(ldns_rr_list_rr(an, i));
+      out += '\n';
+    }
+    return out;
+  }
+
+  const dns::Message& m = reply.message;
+  const dns::Header& h = m.header;
+  out += fmt::format("\n; <<>> dotq <<>> {}\n", ctx.command_line);
+  if (reply.truncated_udp) out += ";; Truncated, retrying in TCP mode.\n";
+  out += ";; Got answer:\n";
+  out += fmt::format(";; ->>HEADER<<- opcode: {}, status: {}, id: {}\n", opcodeName(h.opcode()),
+                     rcodeText(m.rcode()), h.id);
+  out += fmt::format(";; flags: {}; QUERY: {}, ANSWER: {}, AUTHORITY: {}, ADDITIONAL: {}\n",
+                     flagsText(h), h.qdcount, h.ancount, h.nscount, h.arcount);
+  if (m.edns) ednsSection(out, *m.edns);
+  section(out, "QUESTION", ldns_pkt_question(pkt.get()), true);
+  section(out, "ANSWER", ldns_pkt_answer(pkt.get()), false);
+  section(out, "AUTHORITY", ldns_pkt_authority(pkt.get()), false);
+  section(out, "ADDITIONAL", ldns_pkt_additional(pkt.get()), false);
+  out += '\n';
+  out += fmt::format(";; Query time: {} msec\n", reply.elapsed.count() / 1000);
+  out += fmt::format(";; SERVER: {}({})\n", ctx.server, transportName(reply.transport));
+  if (reply.transport == Transport::Tls) {
+    out += fmt::format(";; TLS: {}, {}, resumed: {}\n", reply.tls_version, reply.tls_cipher,
+                       reply.tls_resumed ? "yes" : "no");
+  }
+  out += fmt::format(";; MSG SIZE  rcvd: {}\n\n", reply.wire.size());
+  return out;
+}
+
+}  // namespace dotproxy::dotq
