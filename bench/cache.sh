@@ -23,17 +23,10 @@ for _ in $(seq "$runs"); do
   results+=("$(run_dnsperf dotproxy "$port" "$dp" "$work/hot" "$secs")")
   kill "$dp"; wait "$dp" || true
 
-  cat >"$work/dnsdist.conf" <<CONF
-setSecurityPollSuffix("")
-setLocal("127.0.0.1:25353")
-setMaxTCPClientThreads(1)
-newServer({address="$dot", tls="openssl", subjectName="dotmock.test", caStore="$work/ca.pem", validateCertificates=true})
+  start_dnsdist <<'LUA'
 pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})
 getPool(""):setCache(pc)
-CONF
-  taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dd.out" 2>&1 &
-  dd=$!
-  pids+=($dd)
+LUA
   wait_dns 25353
   warm 25353
   results+=("$(run_dnsperf dnsdist 25353 "$dd" "$work/hot" "$secs")")

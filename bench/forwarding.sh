@@ -19,15 +19,7 @@ for _ in $(seq "$runs"); do
   results+=("$(run_dnsperf dotproxy "$port" "$dp" "$work/queries" "$secs")")
   kill "$dp"; wait "$dp" || true
 
-  cat >"$work/dnsdist.conf" <<CONF
-setSecurityPollSuffix("")
-setLocal("127.0.0.1:25353")
-setMaxTCPClientThreads(1)
-newServer({address="$dot", tls="openssl", subjectName="dotmock.test", caStore="$work/ca.pem", validateCertificates=true})
-CONF
-  taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dd.out" 2>&1 &
-  dd=$!
-  pids+=($dd)
+  start_dnsdist </dev/null  # no packet cache: every query forwarded
   results+=("$(run_dnsperf dnsdist 25353 "$dd" "$work/queries" "$secs")")
   kill "$dd"; wait "$dd" || true
 done

@@ -54,6 +54,23 @@ start_dotproxy() {
   port=$(sed -E 's/.*"listen":\["[^"]*:([0-9]+)".*/\1/' "$work/dp.out")
 }
 
+# Starts dnsdist 1.7 on CPU 0 on port 25353 with one DoT backend (dotmock) and one TCP worker
+# thread; extra Lua lines (e.g. a packet cache) come on stdin. Sets $dd (pid).
+start_dnsdist() {
+  {
+    cat <<CONF
+setSecurityPollSuffix("")
+setLocal("127.0.0.1:25353")
+setMaxTCPClientThreads(1)
+newServer({address="$dot", tls="openssl", subjectName="dotmock.test", caStore="$work/ca.pem", validateCertificates=true})
+CONF
+    cat
+  } >"$work/dnsdist.conf"
+  taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dd.out" 2>&1 &
+  dd=$!
+  pids+=($dd)
+}
+
 # run_dnsperf NAME PORT PID QUERYFILE SECONDS: prints "NAME qps cpu_us_per_query lost".
 run_dnsperf() {
   local name=$1 port=$2 pid=$3 file=$4 secs=$5 before after out qps lost done_
