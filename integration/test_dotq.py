@@ -5,6 +5,7 @@ failures are one line on stderr."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -237,3 +238,56 @@ def test_tls_pin_and_insecure(dotmock_tls):
     # Verification is on unless asked: the mock's self-signed certificate is not in the system store.
     default = dotq(*base, "+tls")
     assert default.returncode == 9 and "certificate" in default.stderr, default.stderr
+
+
+def json_records(doc: dict, section: str) -> list[tuple]:
+    return [
+        (r["NAME"].lower(), r["TTL"], r["CLASSname"], r["TYPEname"], " ".join(r["data"].split()))
+        for r in doc[section]
+    ]
+
+
+@pytest.mark.parametrize("kind", ["udp", "tls"])
+def test_json_carries_the_records_of_plain_output_and_kdig(dotmock_tls, kind):
+    m = dotmock_tls
+    port = {"udp": m.udp, "tls": m.dot}[kind][1]
+    dq, kd = server_args(kind, "127.0.0.1", port, m)
+    for name, rtype, rcode in (("a.test", "A", 0), ("t.test", "TXT", 0), ("nx.test", "A", 3)):
+        d = dotq(*dq, "+json", name, rtype)
+        assert d.returncode == 0, d.stderr
+        doc = json.loads(d.stdout)
+        assert doc["RCODE"] == rcode and doc["Opcode"] == 0
+        assert doc["QR"] is True and doc["RD"] is True and doc["TC"] is False
+        assert doc["AA"] is True and doc["CD"] is False
+        assert doc["questionRRs"] == [
+            {"NAME": name + ".", "TYPE": {"A": 1, "TXT": 16}[rtype], "TYPEname": rtype,
+             "CLASS": 1, "CLASSname": "IN"}
+        ]
+        assert doc["ANCOUNT"] == len(doc["answerRRs"])
+        assert doc["NSCOUNT"] == len(doc["authorityRRs"])
+        got = json_records(doc, "answerRRs") + json_records(doc, "authorityRRs")
+        assert got, d.stdout
+        if rcode == 3:
+            assert [r[3] for r in got] == ["SOA"]
+        plain = compare(dq, kd, name, rtype)  # plain output == kdig, checked above too
+        assert got == records(plain.stdout), (got, plain.stdout)
+        assert all(isinstance(r["TYPE"], int) and r["RDATAHEX"] for r in doc["answerRRs"])
+        assert doc["dotqServer"] == f"127.0.0.1#{port}"
+        assert doc["dotqTransport"] == kind.upper()
+        assert isinstance(doc["dotqQueryTimeMs"], int)
+        if kind == "tls":
+            assert doc["dotqTlsVersion"] == "TLSv1.3" and doc["dotqTlsCipher"]
+            assert doc["dotqTlsResumed"] is False
+        else:
+            assert "dotqTlsVersion" not in doc
+
+
+def test_json_flags_and_escaping(mock):
+    m = mock()
+    d = dotq("@127.0.0.1", "-p", str(m.udp[1]), "+json", "+nord", "+cd", "t.test", "TXT")
+    assert d.returncode == 0, d.stderr
+    doc = json.loads(d.stdout)
+    assert doc["RD"] is False and doc["CD"] is True
+    # TXT presentation carries quotes: they must survive the JSON round trip.
+    assert doc["answerRRs"][0]["data"].startswith('"') and doc["answerRRs"][0]["RDATAHEX"][:2] == "20"
+    assert d.stdout.count("\n") == 1

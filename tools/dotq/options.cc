@@ -145,8 +145,10 @@ std::expected<Options, std::string> parseArgs(std::span<const std::string> args)
       o.transport = Transport::Tls;
     } else if (s == "+short") {
       o.output = Output::Short;
-    } else if (s == "+noshort") {
+    } else if (s == "+noshort" || s == "+nojson") {
       o.output = Output::Full;
+    } else if (s == "+json") {
+      o.output = Output::Json;
     } else if (s == "+dnssec") {
       o.dnssec = true;
     } else if (s == "+nodnssec") {
@@ -232,6 +234,7 @@ Arguments come in any order; a name and a type in either order.
   +tls-pin=BASE64     require this SHA-256 SPKI pin (repeatable)
   +tls-insecure       do not verify the certificate chain or name (pins still apply)
   +short              print only the rdata of the answer section
+  +json               print the reply as one JSON object (RFC 8427 names, "dotq..." extras)
   +dnssec             set the DO bit          +cd      set the CD bit
   +rd / +norecurse    set / clear RD (default set)
   +bufsize=N          EDNS UDP payload size (default 1232)

@@ -16,7 +16,7 @@
 namespace dotproxy::dotq {
 
 enum class Transport : uint8_t { Udp, Tcp, Tls };
-enum class Output : uint8_t { Full, Short };
+enum class Output : uint8_t { Full, Short, Json };
 
 struct TlsOptions {
   std::string ca_file;   // empty = system trust store

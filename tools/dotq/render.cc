@@ -116,6 +116,103 @@ void ednsSection(std::string& out, const dns::Edns& e) {
   }
 }
 
+// A JSON string literal, quotes included (RFC 8259 section 7). Bytes >= 0x80 pass through: ldns
+// escapes non-printable rdata as \DDD, so the text is ASCII in practice.
+std::string jsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string_view jsonBool(bool b) {
+  return b ? "true" : "false";
+}
+
+std::string rdataHex(const ldns_rr* rr) {
+  std::string s;
+  for (size_t i = 0; i < ldns_rr_rd_count(rr); ++i) {
+    const ldns_rdf* f = ldns_rr_rdf(rr, i);
+    const uint8_t* d = ldns_rdf_data(f);
+    for (size_t j = 0; j < ldns_rdf_size(f); ++j) s += fmt::format("{:02X}", d[j]);
+  }
+  return s;
+}
+
+// RFC 8427 section 2.2 names; "data" is the rdata as the plain output prints it.
+std::string jsonRrs(const ldns_rr_list* list, bool question) {
+  std::string out = "[";
+  for (size_t i = 0; list && i < ldns_rr_list_rr_count(list); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(list, i);
+    if (i) out += ", ";
+    out += fmt::format(R"({{"NAME": {}, "TYPE": {}, "TYPEname": {}, "CLASS": {}, "CLASSname": {})",
+                       jsonString(take(ldns_rdf2str(ldns_rr_owner(rr)))),
+                       static_cast<unsigned>(ldns_rr_get_type(rr)),
+                       jsonString(take(ldns_rr_type2str(ldns_rr_get_type(rr)))),
+                       static_cast<unsigned>(ldns_rr_get_class(rr)),
+                       jsonString(take(ldns_rr_class2str(ldns_rr_get_class(rr)))));
+    if (!question) {
+      out += fmt::format(R"(, "TTL": {}, "RDATAHEX": {}, "data": {})", ldns_rr_ttl(rr),
+                         jsonString(rdataHex(rr)), jsonString(rdataText(rr)));
+    }
+    out += '}';
+  }
+  out += ']';
+  return out;
+}
+
+std::string renderJson(const RenderContext& ctx, const Reply& reply, const ldns_pkt* pkt) {
+  const dns::Message& m = reply.message;
+  const dns::Header& h = m.header;
+  std::string out = "{";
+  out += fmt::format(R"("ID": {}, "QR": {}, "Opcode": {}, "AA": {}, "TC": {}, "RD": {}, )", h.id,
+                     jsonBool(h.qr()), h.opcode(), jsonBool(h.flags & dns::flag::AA),
+                     jsonBool(h.tc()), jsonBool(h.rd()));
+  out +=
+      fmt::format(R"("RA": {}, "AD": {}, "CD": {}, "RCODE": {}, )",
+                  jsonBool(h.flags & dns::flag::RA), jsonBool(h.ad()), jsonBool(h.cd()), m.rcode());
+  out += fmt::format(R"("QDCOUNT": {}, "ANCOUNT": {}, "NSCOUNT": {}, "ARCOUNT": {}, )", h.qdcount,
+                     h.ancount, h.nscount, h.arcount);
+  out += fmt::format(R"("questionRRs": {}, )", jsonRrs(ldns_pkt_question(pkt), true));
+  out += fmt::format(R"("answerRRs": {}, )", jsonRrs(ldns_pkt_answer(pkt), false));
+  out += fmt::format(R"("authorityRRs": {}, )", jsonRrs(ldns_pkt_authority(pkt), false));
+  out += fmt::format(R"("additionalRRs": {}, )", jsonRrs(ldns_pkt_additional(pkt), false));
+  out += fmt::format(R"("dotqServer": {}, "dotqTransport": {}, "dotqQueryTimeMs": {})",
+                     jsonString(ctx.server), jsonString(transportName(reply.transport)),
+                     reply.elapsed.count() / 1000);
+  if (reply.transport == Transport::Tls) {
+    out += fmt::format(R"(, "dotqTlsVersion": {}, "dotqTlsCipher": {}, "dotqTlsResumed": {})",
+                       jsonString(reply.tls_version), jsonString(reply.tls_cipher),
+                       jsonBool(reply.tls_resumed));
+  }
+  out += "}\n";
+  return out;
+}
+
 }  // namespace
 
 std::expected<std::string, std::string> render(const RenderContext& ctx, const Reply& reply) {
@@ -125,6 +222,8 @@ std::expected<std::string, std::string> render(const RenderContext& ctx, const R
     return std::unexpected(fmt::format("cannot render the reply: {}", ldns_get_errorstr_by_id(st)));
   }
   std::unique_ptr<ldns_pkt, PktDeleter> pkt(raw);
+
+  if (ctx.options.output == Output::Json) return renderJson(ctx, reply, pkt.get());
 
   std::string out;
   if (ctx.options.output == Output::Short) {
