@@ -291,3 +291,25 @@ def test_json_flags_and_escaping(mock):
     # TXT presentation carries quotes: they must survive the JSON round trip.
     assert doc["answerRRs"][0]["data"].startswith('"') and doc["answerRRs"][0]["RDATAHEX"][:2] == "20"
     assert d.stdout.count("\n") == 1
+
+
+def test_several_queries_in_one_call_are_printed_in_turn(mock):
+    m = mock()
+    base = ["@127.0.0.1", "-p", str(m.udp[1])]
+    d = dotq(*base, "a.test", "aaaa.test", "AAAA", "-x", "192.0.2.1", "t.test", "TXT")
+    assert d.returncode == 0, d.stderr
+    questions = [l for l in d.stdout.splitlines() if l.startswith(";") and "\tIN\t" in l]
+    assert questions == [
+        ";a.test.\tIN\tA", ";aaaa.test.\tIN\tAAAA", ";1.2.0.192.in-addr.arpa.\tIN\tPTR",
+        ";t.test.\tIN\tTXT",
+    ], d.stdout
+    assert d.stdout.count(";; ->>HEADER<<-") == 4
+    got = [(r[0], r[3]) for r in records(d.stdout) if r[3] in ("A", "AAAA", "TXT")]
+    assert got == [("a.test.", "A"), ("aaaa.test.", "AAAA"), ("t.test.", "TXT")], d.stdout
+    # Each answer matches the one asked alone.
+    for name, rtype in (("a.test", "A"), ("aaaa.test", "AAAA"), ("t.test", "TXT")):
+        alone = dotq(*base, name, rtype)
+        want = records(alone.stdout)
+        assert all(r in records(d.stdout) for r in want), (want, d.stdout)
+    s = dotq(*base, "+short", "a.test", "aaaa.test", "AAAA")
+    assert short_lines(s.stdout) == ["192.0.2.1", "2001:db8::1"], s.stdout

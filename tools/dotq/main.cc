@@ -21,7 +21,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitNoReply = 9;
 constexpr int kExitUsage = 10;
 
-PacketBuffer buildQuery(const dotq::Options& o) {
+PacketBuffer buildQuery(const dotq::Options& o, const dotq::Question& q) {
   dns::Header h;
   h.id = static_cast<uint16_t>(std::random_device{}());
   h.set(dns::flag::RD, o.rd);
@@ -29,7 +29,7 @@ PacketBuffer buildQuery(const dotq::Options& o) {
   PacketBuffer out;
   dns::MessageBuilder b(out);
   b.header(h);
-  b.question(o.name, o.type, o.klass);
+  b.question(q.name, q.type, q.klass);
   if (o.edns) b.opt(dns::Edns{.udp_size = o.bufsize, .do_bit = o.dnssec});
   (void)b.finish();  // one question and an OPT record cannot exceed 65535 bytes
   return out;
@@ -57,12 +57,6 @@ int run(const std::vector<std::string>& args) {
                                   .tls = o.tls,
                                   .timeout = o.timeout,
                                   .retry = o.retry};
-  PacketBuffer query = buildQuery(o);
-  auto reply = dotq::exchange(settings, query);
-  if (!reply) {
-    fmt::print(stderr, "dotq: {}\n", reply.error().what);
-    return reply.error().kind == dotq::Failure::Usage ? kExitUsage : kExitNoReply;
-  }
   std::string command_line;
   for (const auto& a : args) command_line += (command_line.empty() ? "" : " ") + a;
   dotq::RenderContext ctx{
@@ -70,14 +64,26 @@ int run(const std::vector<std::string>& args) {
       .command_line = command_line,
       .server = fmt::format("{}#{}", server->host(), server->port()),
   };
-  auto text = dotq::render(ctx, *reply);
-  if (!text) {
-    fmt::print(stderr, "dotq: {}\n", text.error());
-    return kExitNoReply;
+  // As dig: each question in turn, a failed one reported on stderr without stopping the rest; the
+  // exit status is that of the last failure.
+  int status = kExitOk;
+  for (const auto& q : o.questions) {
+    auto reply = dotq::exchange(settings, buildQuery(o, q));
+    if (!reply) {
+      fmt::print(stderr, "dotq: {}\n", reply.error().what);
+      status = reply.error().kind == dotq::Failure::Usage ? kExitUsage : kExitNoReply;
+      continue;
+    }
+    auto text = dotq::render(ctx, *reply);
+    if (!text) {
+      fmt::print(stderr, "dotq: {}\n", text.error());
+      status = kExitNoReply;
+      continue;
+    }
+    fmt::print("{}", *text);
+    std::fflush(stdout);
   }
-  fmt::print("{}", *text);
-  std::fflush(stdout);
-  return kExitOk;
+  return status;
 }
 
 }  // namespace

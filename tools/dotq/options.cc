@@ -78,7 +78,19 @@ std::optional<std::string> reverseName(const std::string& address) {
 std::expected<Options, std::string> parseArgs(std::span<const std::string> args) {
   Options o;
   std::optional<std::string> name;
+  uint16_t type = dns::type::A, klass = 1;
   bool have_type = false, have_class = false;
+  // A second name starts the next question; its type and class start again from A and IN.
+  auto finish = [&]() -> std::optional<std::string> {
+    auto n = dns::Name::fromText(*name);
+    if (!n) return fmt::format("bad name '{}': {}", *name, errcName(n.error()));
+    o.questions.push_back({.name = *n, .type = type, .klass = klass});
+    name.reset();
+    type = dns::type::A;
+    klass = 1;
+    have_type = have_class = false;
+    return std::nullopt;
+  };
 
   // Options taking a value accept it attached ("-p5353") or as the next argument ("-p 5353").
   auto valueOf = [&](size_t& i, std::string_view flag) -> std::optional<std::string> {
@@ -105,20 +117,23 @@ std::expected<Options, std::string> parseArgs(std::span<const std::string> args)
       auto v = valueOf(i, "-t");
       auto t = v ? dns::parseType(*v) : std::nullopt;
       if (!t) return Error(fmt::format("unknown type for -t: '{}'", v.value_or("")));
-      o.type = *t;
+      type = *t;
       have_type = true;
     } else if (s.starts_with("-c")) {
       auto v = valueOf(i, "-c");
       auto c = v ? parseClass(*v) : std::nullopt;
       if (!c) return Error(fmt::format("unknown class for -c: '{}'", v.value_or("")));
-      o.klass = *c;
+      klass = *c;
       have_class = true;
     } else if (s.starts_with("-x")) {
       auto v = valueOf(i, "-x");
       auto r = v ? reverseName(*v) : std::nullopt;
       if (!r) return Error(fmt::format("not an IP address for -x: '{}'", v.value_or("")));
+      if (name) {
+        if (auto e = finish()) return Error(*e);
+      }
       name = *r;
-      if (!have_type) o.type = dns::type::PTR;
+      if (!have_type) type = dns::type::PTR;
     } else if (s == "-4") {
       o.family = AF_INET;
     } else if (s == "-6") {
@@ -185,29 +200,30 @@ std::expected<Options, std::string> parseArgs(std::span<const std::string> args)
       return Error(fmt::format("unknown option '{}'", a));
     } else if (!have_type && name && dns::parseType(s)) {
       // dig's rule: after the name, a word that names a type is the type ("example.com MX")...
-      o.type = *dns::parseType(s);
+      type = *dns::parseType(s);
       have_type = true;
     } else if (!have_class && name && parseClass(s)) {
-      o.klass = *parseClass(s);
+      klass = *parseClass(s);
       have_class = true;
     } else if (!name) {
       // ...and before the name too, unless it is the only word left ("MX example.com").
       if (!have_type && dns::parseType(s) && i + 1 < args.size() && !args[i + 1].starts_with('+') &&
           !args[i + 1].starts_with('@') && !args[i + 1].starts_with('-')) {
-        o.type = *dns::parseType(s);
+        type = *dns::parseType(s);
         have_type = true;
       } else {
         name = a;
       }
     } else {
-      return Error(fmt::format("unexpected argument '{}' (one query per call for now)", a));
+      if (auto e = finish()) return Error(*e);
+      name = a;
     }
   }
   if (o.help) return o;
-  if (!name) return Error("no name to query (see dotq --help)");
-  auto n = dns::Name::fromText(*name);
-  if (!n) return Error(fmt::format("bad name '{}': {}", *name, errcName(n.error())));
-  o.name = *n;
+  if (name) {
+    if (auto e = finish()) return Error(*e);
+  }
+  if (o.questions.empty()) return Error("no name to query (see dotq --help)");
   if (!o.tls.hostname.empty() || !o.tls.ca_file.empty() || !o.tls.pins.empty() || o.tls.insecure) {
     o.transport = Transport::Tls;
   }
@@ -219,7 +235,8 @@ std::string_view usage() {
             [+options]
 
 A dig-style DNS client over UDP, TCP and DNS-over-TLS, built on dotproxy's core.
-Arguments come in any order; a name and a type in either order.
+Arguments come in any order; a name and a type in either order. Several names are asked in
+turn, each with the type and class that follow it ("dotq a.test b.test AAAA").
 
   @server             server IP address or host name (default 127.0.0.1; resolv.conf is not read)
   -p PORT             server port (default 53; 853 with +tls)

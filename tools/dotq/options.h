@@ -25,13 +25,18 @@ struct TlsOptions {
   bool insecure = false;
 };
 
+// One question; dig asks each name on the command line in turn, each with its own type and class.
+struct Question {
+  dns::Name name;
+  uint16_t type = 1;   // A
+  uint16_t klass = 1;  // IN
+};
+
 struct Options {
   std::string server = "127.0.0.1";  // IP literal or host name
   std::optional<uint16_t> port;      // default 53, or 853 with +tls
   int family = 0;                    // AF_UNSPEC, or AF_INET/AF_INET6 with -4/-6
-  dns::Name name;
-  uint16_t type = 1;   // A
-  uint16_t klass = 1;  // IN
+  std::vector<Question> questions;   // at least one unless help
   Transport transport = Transport::Udp;
   TlsOptions tls;
   Output output = Output::Full;
