@@ -19,6 +19,7 @@
 #include "dotproxy/net/event_loop.h"
 #include "dotproxy/net/socket.h"
 #include "dotproxy/tls/tls.h"
+#include "dotproxy/util/json.h"
 #include "dotproxy/util/log.h"
 #include "mock_server.h"
 #include "responder.h"
@@ -55,30 +56,6 @@ net::SocketAddress parseAddress(std::string_view flag, const std::string& text,
   auto addr = net::SocketAddress::parse(text, default_port);
   if (!addr) throw UsageError(fmt::format("{}: not an IP address[:port]: '{}'", flag, text));
   return *addr;
-}
-
-std::string jsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
 }
 
 void printLine(const std::string& line) {

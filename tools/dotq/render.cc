@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "dotproxy/dns/types.h"
+#include "dotproxy/util/json.h"
 
 namespace dotproxy::dotq {
 namespace {
@@ -114,39 +115,6 @@ void ednsSection(std::string& out, const dns::Edns& e) {
         out += fmt::format("; OPT={}: {}\n", o.code, hex(o.data));
     }
   }
-}
-
-// A JSON string literal, quotes included (RFC 8259 section 7). Bytes >= 0x80 pass through: ldns
-// escapes non-printable rdata as \DDD, so the text is ASCII in practice.
-std::string jsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
 }
 
 std::string_view jsonBool(bool b) {
