@@ -32,30 +32,7 @@ LUA
   results+=("$(run_dnsperf dnsdist 25353 "$dd" "$work/hot" "$secs")")
   kill "$dd"; wait "$dd" || true
 
-  cat >"$work/unbound.conf" <<CONF
-server:
-  interface: 127.0.0.1@35353
-  port: 35353
-  num-threads: 1
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  module-config: "iterator"
-  do-not-query-localhost: no
-  access-control: 127.0.0.0/8 allow
-  tls-cert-bundle: "$work/ca.pem"
-forward-zone:
-  name: "."
-  forward-addr: ${dot/:/@}#dotmock.test
-  forward-tls-upstream: yes
-CONF
-  taskset -c 0 unbound -d -c "$work/unbound.conf" >"$work/ub.out" 2>&1 &
-  ub=$!
-  pids+=($ub)
+  start_unbound
   wait_dns 35353
   warm 35353
   results+=("$(run_dnsperf unbound 35353 "$ub" "$work/hot" "$secs")")

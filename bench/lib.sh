@@ -4,7 +4,7 @@
 
 ci/deps.sh bench
 cmake --preset release >/dev/null
-cmake --build --preset release --target dotproxy dotmock >/dev/null
+cmake --build --preset release --target ${bench_targets:-dotproxy dotmock} >/dev/null
 
 work=$(mktemp -d)
 pids=()
@@ -33,6 +33,7 @@ wait_dns() {
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 # Starts dotmock on CPU 1 (beside the load generator) and sets $dot to its DoT address.
@@ -103,4 +104,54 @@ summarise() {
         printf "%-10s %12.0f %14.2f %8d %22s\n", p, median(qps[p]), median(cpu[p]), lost[p], r
       }
     }'
+}
+
+# Starts Unbound 1.17 on CPU 0 on port 35353 as a DoT forwarder to dotmock, one thread. Sets $ub.
+start_unbound() {
+  cat >"$work/unbound.conf" <<CONF
+server:
+  interface: 127.0.0.1@35353
+  port: 35353
+  num-threads: 1
+  do-daemonize: no
+  chroot: ""
+  username: ""
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  module-config: "iterator"
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  local-zone: "test." nodefault
+  incoming-num-tcp: 1000
+  msg-cache-size: 256m
+  rrset-cache-size: 256m
+  tls-cert-bundle: "$work/ca.pem"
+forward-zone:
+  name: "."
+  forward-addr: ${dot/:/@}#dotmock.test
+  forward-tls-upstream: yes
+CONF
+  taskset -c 0 unbound -d -c "$work/unbound.conf" >"$work/ub.out" 2>&1 &
+  ub=$!
+  pids+=($ub)
+}
+
+# Starts Knot Resolver 5.6 (one kresd process) on CPU 0 on port 45353, forwarding everything over
+# TLS to dotmock (policy.TLS_FORWARD). Offline, so no root trust anchor and no priming. Sets $kr.
+start_kresd() {
+  mkdir -p "$work/kresd"
+  cat >"$work/kresd.conf" <<CONF
+net.listen('127.0.0.1', 45353, { kind = 'dns' })
+trust_anchors.remove('.')
+modules.unload('ta_signal_query')
+modules.unload('priming')
+modules.unload('detect_time_skew')
+cache.size = 256 * MB
+policy.add(policy.all(policy.TLS_FORWARD({{'${dot/:/@}', hostname = 'dotmock.test', ca_file = '$work/ca.pem'}})))
+CONF
+  taskset -c 0 kresd -n -q -c "$work/kresd.conf" "$work/kresd" >"$work/kr.out" 2>&1 &
+  kr=$!
+  pids+=($kr)
 }

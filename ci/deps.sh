@@ -9,7 +9,7 @@ build_pkgs=(cmake ninja-build g++ pkg-config ca-certificates libssl-dev libldns-
 test_pkgs=(googletest libgtest-dev clang-19 libclang-rt-19-dev clang-format-19
            python3-pytest python3-dnspython pybind11-dev python3-dev
            openssl bind9-dnsutils knot-dnsutils dnsperf unbound)
-bench_pkgs=(dnsdist dnsperf unbound bind9-dnsutils)
+bench_pkgs=(dnsdist dnsperf unbound knot-resolver bind9-dnsutils)
 
 pkgs=("${build_pkgs[@]}")
 [[ "${1:-build}" == test ]] && pkgs+=("${test_pkgs[@]}")
