@@ -580,7 +580,7 @@ def test_reply_options_are_shown_like_dig(capture):
         "; COOKIE: 0011223344556677" + SERVER_COOKIE.hex() + " (good)",
         "; EDE: 18 (Prohibited): (blocked by test)",
         '; OPT=65001: 0a 0b ("..")',
-        "; PADDING: 7 bytes",
+        "; PAD: (7 bytes)",
     ], d.stdout
 
 
@@ -637,7 +637,7 @@ def test_padding_counted_by_dotmock(dotmock_tls):
     d = dotq("@127.0.0.1", "-p", str(m.udp[1]), "a.test", "+padding")
     assert d.returncode == 0, d.stderr
     assert m.stats()["padded_queries"] == before + 2
-    assert ";; MSG SIZE  rcvd: 468" in d.stdout and "; PADDING: " in d.stdout
+    assert ";; MSG SIZE  rcvd: 468" in d.stdout and "; PAD: (" in d.stdout
 
 
 @pytest.mark.parametrize("block", [16, 128, 200])
@@ -659,6 +659,54 @@ def test_subnet_and_nsid_queries_match_kdig_on_the_wire(capture):
         theirs = srv.parsed()
         for code in (3, 8):
             assert option(mine, code).to_wire() == option(theirs, code).to_wire(), (subnet, code)
+
+
+DIG = shutil.which("dig")
+
+
+def opt_lines(text: str) -> list[str]:
+    """The OPT pseudo-section of dig-like output, up to the next section or blank line."""
+    after = text.split(";; OPT PSEUDOSECTION:\n", 1)[1]
+    out = []
+    for line in after.splitlines():
+        if not line.strip() or line.startswith(";; "):
+            break
+        out.append(line)
+    return out
+
+
+@pytest.mark.skipif(DIG is None, reason="dig (bind9-dnsutils) is not installed")
+def test_reply_options_shown_as_dig_shows_them(capture):
+    def every_option(q):
+        r = answer_with_options(q)
+        r.use_edns(0, payload=1232, options=list(r.options) + [dns.edns.GenericOption(11, b"\x01\x2c")])
+        return r
+
+    srv = capture(every_option)
+    args = ["@127.0.0.1", "-p", str(srv.port), "a.test", "+nsid", "+cookie=0011223344556677"]
+    d = dotq(*args)
+    g = run([DIG, *args, "+timeout=5", "+tries=1"])
+    assert d.returncode == 0 and g.returncode == 0, (d.stderr, g.stderr)
+    mine, theirs = opt_lines(d.stdout), opt_lines(g.stdout)
+    assert len(mine) == 8 and "; TCP KEEPALIVE: 30.0 secs" in mine, mine
+    assert mine == theirs, (mine, theirs)
+    # dig's +padding is a block size too: the same query length.
+    dotq(*args, "+padding=64")
+    run([DIG, *args, "+padding=64", "+timeout=5", "+tries=1"])
+    assert len(srv.queries[-1]) == len(srv.queries[-2]) and len(srv.queries[-1]) % 64 == 0
+
+
+def test_default_padding_and_cookie_like_kdig(capture):
+    srv = capture(lambda q: dns.message.make_response(q))
+    for extra in (["+padding"], ["+cookie"]):
+        assert dotq("@127.0.0.1", "-p", str(srv.port), "a.test", *extra).returncode == 0
+        mine = srv.parsed()
+        k = run([KDIG, "@127.0.0.1", "-p", str(srv.port), "a.test", *extra])
+        assert k.returncode == 0, k.stderr
+        theirs = srv.parsed()
+        assert len(srv.queries[-1]) == len(srv.queries[-2]), extra
+        assert [(o.otype, len(o.to_wire())) for o in mine.options] == \
+            [(o.otype, len(o.to_wire())) for o in theirs.options], extra
 
 
 def test_nsid_against_kdig_display(capture):

@@ -118,7 +118,9 @@ int run(const std::vector<std::string>& args) {
   auto show = [&](std::expected<dotq::Reply, dotq::ExchangeError> reply) {
     if (!reply) {
       // A failed +keepopen connection fails every query on it: one line says it once.
-      if (reply.error().what != last_error) fmt::print(stderr, "dotq: {}\n", reply.error().what);
+      if (!o.keepopen || reply.error().what != last_error) {
+        fmt::print(stderr, "dotq: {}\n", reply.error().what);
+      }
       last_error = reply.error().what;
       status = reply.error().kind == dotq::Failure::Usage ? kExitUsage : kExitNoReply;
       return;

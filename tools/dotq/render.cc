@@ -144,6 +144,7 @@ std::string optionText(const dns::EdnsOption& o, const RenderContext& ctx) {
       }
       break;
     case dns::edns_option::TcpKeepalive:  // RFC 7828 3.1: units of 100 ms
+      label = "TCP KEEPALIVE";            // dig's spelling
       if (data.empty()) return label;
       if (data.size() == 2) {
         const unsigned v =
@@ -152,7 +153,7 @@ std::string optionText(const dns::EdnsOption& o, const RenderContext& ctx) {
       }
       break;
     case dns::edns_option::Padding:
-      return fmt::format("{}: {} bytes", label, data.size());
+      return fmt::format("PAD: ({} bytes)", data.size());  // as dig prints it
     case dns::edns_option::ExtendedError:
       if (auto e = dns::parseExtendedError(data)) {
         std::string purpose(dns::extendedErrorName(e->info_code));
