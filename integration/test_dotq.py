@@ -749,3 +749,85 @@ def test_keepopen_connection_refused_is_one_line():
     assert d.returncode == 9, (d.returncode, d.stderr)
     lines = d.stderr.strip().splitlines()
     assert len(lines) == 1 and "connection refused" in lines[0], d.stderr
+
+
+class PipelineServer:
+    """A TCP DNS server on 127.0.0.1:0 for one connection: reads `expect` framed queries before it
+    answers any (so a client that waits for a reply before sending its next query gets nothing),
+    then answers them in reverse order, or with the wrong ID when `wrong_id` is set."""
+
+    def __init__(self, expect: int, wrong_id: bool = False):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.listener.settimeout(10)
+        self.port = self.listener.getsockname()[1]
+        self.expect, self.wrong_id = expect, wrong_id
+        self.queries: list[dns.message.Message] = []
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _read_exact(self, conn, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def _serve(self):
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self.connections += 1
+        with conn:
+            conn.settimeout(10)
+            try:
+                for _ in range(self.expect):
+                    size = int.from_bytes(self._read_exact(conn, 2), "big")
+                    self.queries.append(dns.message.from_wire(self._read_exact(conn, size)))
+                for q in reversed(self.queries):
+                    r = dns.message.make_response(q)
+                    if self.wrong_id:
+                        r.id = (q.id + 1) & 0xFFFF
+                    wire = r.to_wire()
+                    conn.sendall(len(wire).to_bytes(2, "big") + wire)
+                conn.recv(1)  # until the client closes
+            except (OSError, ConnectionError):
+                pass
+
+    def close(self):
+        self.listener.close()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive()
+
+
+def test_keepopen_writes_every_query_before_reading_and_follows_the_server_order():
+    srv = PipelineServer(expect=3)
+    try:
+        d = dotq("@127.0.0.1", "-p", str(srv.port), "+keepopen", "+json", "+timeout=5",
+                 "a.test", "b.test", "AAAA", "c.test", "TXT")
+    finally:
+        srv.close()
+    assert d.returncode == 0, d.stderr
+    assert srv.connections == 1 and len(srv.queries) == 3
+    assert len({q.id for q in srv.queries}) == 3  # distinct IDs on one connection
+    docs = json_lines(d.stdout)
+    assert [doc["questionRRs"][0]["NAME"] for doc in docs] == ["c.test.", "b.test.", "a.test."]
+    assert [doc["dotqPipeline"]["query"] for doc in docs] == [3, 2, 1]
+    assert [doc["dotqPipeline"]["answer"] for doc in docs] == [1, 2, 3]
+
+
+def test_keepopen_reply_matching_no_query_is_one_line_and_exit_9():
+    srv = PipelineServer(expect=2, wrong_id=True)
+    try:
+        d = dotq("@127.0.0.1", "-p", str(srv.port), "+keepopen", "+timeout=5", "a.test", "b.test")
+    finally:
+        srv.close()
+    assert d.returncode == 9, (d.returncode, d.stdout, d.stderr)
+    assert d.stdout == ""
+    lines = d.stderr.strip().splitlines()
+    assert len(lines) == 1 and "matches no query" in lines[0], d.stderr

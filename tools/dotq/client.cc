@@ -188,7 +188,7 @@ class StreamConnection {
       }
       auto n = stream_ ? stream_->read(buf_) : net::readSome(fd_.get(), buf_);
       if (n) {
-        if (*n == 0) continue;
+        if (*n == 0) return Fail(streamError(Errc::Closed));  // never spin on an empty read
         reads_.emplace_back(received_, Clock::now());
         received_ += *n;
         framer_.feed(WireView(buf_.data(), *n));
