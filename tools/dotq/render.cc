@@ -6,11 +6,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include "dotproxy/dns/edns.h"
 #include "dotproxy/dns/types.h"
 #include "dotproxy/util/json.h"
+#include "dotproxy/wire/reader.h"
 
 namespace dotproxy::dotq {
 namespace {
@@ -127,6 +129,14 @@ std::string_view cookieVerdict(const dns::Cookie& c, const std::vector<std::byte
   return c.server.empty() ? "echoed" : "good";
 }
 
+// RFC 7828 3.1: a TCP keepalive option from a server carries a 16-bit timeout in units of 100 ms.
+std::optional<unsigned> keepaliveTenths(std::span<const std::byte> data) {
+  WireReader r(data);
+  const uint16_t v = r.u16();
+  if (!r.ok() || !r.atEnd()) return std::nullopt;
+  return v;
+}
+
 // One option of the reply's OPT record, decoded as dig shows it: text after "; ".
 std::string optionText(const dns::EdnsOption& o, const RenderContext& ctx) {
   std::string_view name = dns::ednsOptionName(o.code);
@@ -146,11 +156,8 @@ std::string optionText(const dns::EdnsOption& o, const RenderContext& ctx) {
     case dns::edns_option::TcpKeepalive:  // RFC 7828 3.1: units of 100 ms
       label = "TCP KEEPALIVE";            // dig's spelling
       if (data.empty()) return label;
-      if (data.size() == 2) {
-        const unsigned v =
-            std::to_integer<unsigned>(data[0]) << 8 | std::to_integer<unsigned>(data[1]);
-        return fmt::format("{}: {}.{} secs", label, v / 10, v % 10);
-      }
+      if (auto v = keepaliveTenths(data))
+        return fmt::format("{}: {}.{} secs", label, *v / 10, *v % 10);
       break;
     case dns::edns_option::Padding:
       return fmt::format("PAD: ({} bytes)", data.size());  // as dig prints it
@@ -211,10 +218,8 @@ std::string optionJson(const dns::EdnsOption& o, const RenderContext& ctx) {
       }
       break;
     case dns::edns_option::TcpKeepalive:
-      if (data.size() == 2) {
-        const unsigned v =
-            std::to_integer<unsigned>(data[0]) << 8 | std::to_integer<unsigned>(data[1]);
-        out += fmt::format(R"(, "timeout_ms": {})", v * 100);
+      if (auto v = keepaliveTenths(data)) {
+        out += fmt::format(R"(, "timeout_ms": {})", *v * 100);
       } else if (!data.empty()) {
         malformed = true;
       }
