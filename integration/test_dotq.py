@@ -831,3 +831,20 @@ def test_keepopen_reply_matching_no_query_is_one_line_and_exit_9():
     assert d.stdout == ""
     lines = d.stderr.strip().splitlines()
     assert len(lines) == 1 and "matches no query" in lines[0], d.stderr
+
+
+def test_keepopen_through_dotproxy_out_of_order_on_one_tcp_connection(mock, proxy):
+    p = proxy(mock())
+    before = p.stats()
+    d = dotq(f"@{p.host}", "-p", str(p.port), "+keepopen", "+stats", "+json",
+             "delay-1000.test", "a.test", "AAAA")
+    assert d.returncode == 0, d.stderr
+    docs = json_lines(d.stdout)
+    assert [doc["questionRRs"][0]["NAME"] for doc in docs] == ["a.test.", "delay-1000.test."]
+    assert [doc["dotqPipeline"]["query"] for doc in docs] == [2, 1]
+    for doc in docs:
+        check_stats(doc["dotqStats"], "TCP")
+        assert doc["dotqTransport"] == "TCP"
+    after = p.stats()
+    assert after["tcp_connections"] - before["tcp_connections"] == 1, (before, after)
+    assert after["tcp_queries"] - before["tcp_queries"] == 2, (before, after)
