@@ -1,9 +1,13 @@
 #pragma once
 // One DNS exchange over UDP (retried on timeout, and over TCP when the answer is truncated), TCP or
-// DoT: a blocking client with a deadline per try, polling the core's non-blocking sockets.
+// DoT, or several queries pipelined over one TCP or DoT connection (+keepopen): a blocking client
+// with a deadline per try, polling the core's non-blocking sockets.
 
 #include <chrono>
 #include <expected>
+#include <functional>
+#include <optional>
+#include <span>
 #include <string>
 
 #include "dotproxy/dns/message.h"
@@ -22,6 +26,22 @@ struct ExchangeSettings {
   unsigned retry = 2;
 };
 
+// +stats: where the time of one exchange went, measured with steady_clock around the socket steps.
+// connect: from connect() to the socket being writable (0 over UDP); tls_handshake: from then to
+// the end of the handshake (0 without TLS); first_byte: from the query's last byte written to the
+// first byte of its reply read; total: from the first step to the whole reply read. So
+// connect + tls_handshake + first_byte <= total.
+struct Timings {
+  std::chrono::microseconds connect{0}, tls_handshake{0}, first_byte{0}, total{0};
+};
+
+// +keepopen: where a reply came in the stream of replies on one connection.
+struct PipelineSlot {
+  size_t query = 0;   // 1-based position of the query on the command line (and on the wire)
+  size_t answer = 0;  // 1-based position of this reply in arrival order
+  size_t of = 0;      // queries sent on the connection
+};
+
 struct Reply {
   PacketBuffer wire;
   dns::Message message;
@@ -30,6 +50,8 @@ struct Reply {
   std::chrono::microseconds elapsed{0};  // of the exchange that gave the reply
   std::string tls_version, tls_cipher;
   bool tls_resumed = false;
+  Timings timings;
+  std::optional<PipelineSlot> pipeline;  // set for +keepopen replies
 };
 
 enum class Failure : uint8_t { Timeout, NoReply, Usage };
@@ -41,6 +63,14 @@ struct ExchangeError {
 // Sends `query` (whose ID and question the reply must match) and waits for the reply.
 std::expected<Reply, ExchangeError> exchange(const ExchangeSettings& settings,
                                              const PacketBuffer& query);
+
+// +keepopen: opens one TCP or DoT connection (settings.transport; UDP means TCP), writes every
+// query before reading, and calls on_result(i, reply) for each reply as it arrives (matched to
+// query i by ID and question, in whatever order the server answers). Queries left unanswered at
+// the deadline, or when the connection fails, get on_result(i, error) once each, in query order.
+using PipelineResult = std::function<void(size_t, std::expected<Reply, ExchangeError>)>;
+void exchangePipelined(const ExchangeSettings& settings, std::span<const PacketBuffer> queries,
+                       const PipelineResult& on_result);
 
 // The server's address: an IP literal, or a host name through getaddrinfo (family AF_UNSPEC,
 // AF_INET or AF_INET6).

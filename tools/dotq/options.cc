@@ -56,6 +56,19 @@ std::optional<std::string_view> plusValue(std::string_view arg, std::string_view
   return std::nullopt;
 }
 
+// An even number of hex digits as bytes; nullopt otherwise.
+std::optional<std::vector<std::byte>> parseHex(std::string_view text) {
+  if (text.size() % 2 != 0) return std::nullopt;
+  std::vector<std::byte> out;
+  for (size_t i = 0; i < text.size(); i += 2) {
+    uint8_t b = 0;
+    auto [end, ec] = std::from_chars(text.data() + i, text.data() + i + 2, b, 16);
+    if (ec != std::errc{} || end != text.data() + i + 2) return std::nullopt;
+    out.push_back(std::byte{b});
+  }
+  return out;
+}
+
 }  // namespace
 
 std::optional<std::string> reverseName(const std::string& address) {
@@ -176,6 +189,59 @@ std::expected<Options, std::string> parseArgs(std::span<const std::string> args)
       o.rd = true;
     } else if (s == "+nord" || s == "+norecurse") {
       o.rd = false;
+    } else if (s == "+adflag") {
+      o.ad = true;
+    } else if (s == "+noadflag") {
+      o.ad = false;
+    } else if (s == "+nsid") {
+      o.nsid = true;
+    } else if (s == "+nonsid") {
+      o.nsid = false;
+    } else if (auto v = plusValue(s, "+subnet")) {
+      auto subnet = dns::parseClientSubnetText(*v);
+      if (!subnet) {
+        return Error(fmt::format("+subnet: not ADDR/PREFIX (e.g. 192.0.2.0/24, 0/0): '{}'", *v));
+      }
+      o.subnet = *subnet;
+    } else if (s == "+subnet") {
+      return Error("+subnet needs a value: +subnet=ADDR/PREFIX (e.g. 192.0.2.0/24, 0/0)");
+    } else if (s == "+nosubnet") {
+      o.subnet.reset();
+    } else if (s == "+padding") {
+      o.padding_block = Options::kDefaultPaddingBlock;
+    } else if (auto v = plusValue(s, "+padding")) {
+      auto n = parseNumber<size_t>(*v, Options::kMaxPaddingBlock);
+      if (!n || *n == 0) {
+        return Error(fmt::format("+padding: not a block size from 1 to {}: '{}'",
+                                 Options::kMaxPaddingBlock, *v));
+      }
+      o.padding_block = *n;
+    } else if (s == "+nopadding") {
+      o.padding_block = 0;
+    } else if (s == "+cookie") {
+      o.cookie = std::vector<std::byte>{};
+    } else if (auto v = plusValue(s, "+cookie")) {
+      auto bytes = parseHex(*v);
+      if (!bytes || !dns::parseCookie(*bytes)) {
+        return Error(fmt::format(
+            "+cookie: not a cookie in hex (8-byte client cookie, optionally followed by an "
+            "8 to 32-byte server cookie): '{}'",
+            *v));
+      }
+      o.cookie = std::move(*bytes);
+    } else if (s == "+nocookie") {
+      o.cookie.reset();
+    } else if (s == "+keepopen") {
+      o.keepopen = true;
+    } else if (s == "+nokeepopen") {
+      o.keepopen = false;
+    } else if (s == "+stats") {
+      o.stats = true;
+    } else if (s == "+nostats") {
+      o.stats = false;
+    } else if (s == "+https" || s.starts_with("+https=") || s.starts_with("+https-")) {
+      return Error(
+          fmt::format("{}: DNS-over-HTTPS is not supported yet (it comes with the DoH issue)", a));
     } else if (s == "+edns") {
       o.edns = true;
     } else if (s == "+noedns") {
@@ -227,6 +293,8 @@ std::expected<Options, std::string> parseArgs(std::span<const std::string> args)
   if (!o.tls.hostname.empty() || !o.tls.ca_file.empty() || !o.tls.pins.empty() || o.tls.insecure) {
     o.transport = Transport::Tls;
   }
+  // +keepopen pipelines over a stream: over UDP it means TCP, as in dig.
+  if (o.keepopen && o.transport == Transport::Udp) o.transport = Transport::Tcp;
   return o;
 }
 
@@ -250,12 +318,24 @@ turn, each with the type and class that follow it ("dotq a.test b.test AAAA").
   +tls-hostname=NAME  name for SNI and verification (default: the server as given)
   +tls-pin=BASE64     require this SHA-256 SPKI pin (repeatable)
   +tls-insecure       do not verify the certificate chain or name (pins still apply)
+  +https              not supported yet: DNS-over-HTTPS comes with the DoH issue
   +short              print only the rdata of the answer section
   +json               print the reply as one JSON object (RFC 8427 names, "dotq..." extras)
+  +keepopen           send every query over one TCP (or, with +tls, DoT) connection, all
+                      written before any reply is read; replies print as they arrive, each
+                      with ";; answer N of M, query #K" (implies +tcp unless +tls)
+  +stats              timing breakdown per query: connect, TLS handshake, first byte, total
   +dnssec             set the DO bit          +cd      set the CD bit
+  +adflag             set the AD bit (+noadflag: clear it, the default)
   +rd / +norecurse    set / clear RD (default set)
   +bufsize=N          EDNS UDP payload size (default 1232)
-  +noedns             send no OPT record
+  +noedns             send no OPT record (and so none of the EDNS options below)
+  +nsid               ask for the server's name server identifier (RFC 5001)
+  +subnet=ADDR/PREFIX send an EDNS Client Subnet (RFC 7871); +subnet=0/0 asks for none
+  +padding[=BLOCK]    pad queries to a multiple of BLOCK bytes (RFC 7830/8467; default 128);
+                      on by default over TLS with 128, +nopadding turns it off
+  +cookie[=HEX]       send a DNS cookie (RFC 7873): a random 8-byte client cookie, or HEX
+                      (client cookie, optionally followed by a server cookie)
   +timeout=SECONDS    per try (default 5)
   +retry=N            UDP retries after the first try (default 2); +tries=N is N-1 retries
   -h, --help          this text

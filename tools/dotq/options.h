@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "dotproxy/dns/edns.h"
 #include "dotproxy/dns/name.h"
 #include "dotproxy/tls/tls.h"
 
@@ -43,13 +44,27 @@ struct Options {
   bool dnssec = false;  // DO bit
   bool cd = false;
   bool rd = true;
+  bool ad = false;  // +adflag
   bool edns = true;
   uint16_t bufsize = 1232;
-  std::chrono::milliseconds timeout{5000};  // per try
-  unsigned retry = 2;                       // UDP tries after the first, as dig's +retry
+  // EDNS options (sent only with EDNS).
+  bool nsid = false;                             // RFC 5001: ask for the server's NSID
+  std::optional<dns::ClientSubnet> subnet;       // RFC 7871
+  std::optional<size_t> padding_block;           // RFC 8467; unset = 128 over TLS, else none
+  std::optional<std::vector<std::byte>> cookie;  // RFC 7873; empty = a random client cookie
+  bool keepopen = false;                         // pipeline every query over one TCP/DoT connection
+  bool stats = false;                            // timing breakdown per query
+  std::chrono::milliseconds timeout{5000};       // per try
+  unsigned retry = 2;                            // UDP tries after the first, as dig's +retry
   bool help = false;
 
   uint16_t effectivePort() const { return port.value_or(transport == Transport::Tls ? 853 : 53); }
+  // RFC 8467 4.1: queries over TLS are padded to 128-byte blocks unless +nopadding; 0 = none.
+  size_t effectivePadding() const {
+    return padding_block.value_or(transport == Transport::Tls ? kDefaultPaddingBlock : 0);
+  }
+  static constexpr size_t kDefaultPaddingBlock = 128;
+  static constexpr size_t kMaxPaddingBlock = 4096;
 };
 
 // A usage error in words, for one line on stderr.
