@@ -41,6 +41,7 @@ struct RunSettings {
   std::vector<tls::SpkiPin> pins;
   std::vector<int> cpus;  // thread i runs on cpus[i % size]; empty = not pinned
   size_t batch = 64;      // datagrams per sendmmsg/recvmmsg
+  bool spin = false;      // UDP: poll without sleeping while queries are in flight
 };
 
 // Where a worker takes its next query from.

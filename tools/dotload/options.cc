@@ -104,6 +104,8 @@ ParseOutcome parseOptions(int argc, char** argv) {
   app.add_flag("--no-edns", no_edns, "queries without EDNS");
   app.add_flag("--do", o.wire.do_bit, "set the DO bit (implies EDNS)");
   app.add_option("--cpu", cpus, "pin thread i to the i-th CPU of LIST (\"1\", \"0,2-3\")");
+  app.add_flag("--spin", o.run.spin,
+               "udp: busy-poll while queries are in flight (one core per thread, fewer wake-ups)");
   app.add_option("--batch", o.run.batch, "datagrams per sendmmsg/recvmmsg (default 64)")
       ->check(CLI::Range(1, 1024));
 

@@ -241,9 +241,9 @@ WorkerResult UdpWorker::run() {
         for (auto& sock : socks_) refill(*sock);
       }
     } else {
-      size_t in_flight = 0;
-      for (auto& sock : socks_) in_flight += sock->table.inFlight();
-      if (in_flight == 0 || ctx_.shared->stop.load(std::memory_order_relaxed)) break;
+      size_t left = 0;
+      for (auto& sock : socks_) left += sock->table.inFlight();
+      if (left == 0 || ctx_.shared->stop.load(std::memory_order_relaxed)) break;
     }
     publish();
 
@@ -252,13 +252,18 @@ WorkerResult UdpWorker::run() {
       wake = std::min(wake, ctx_.end_ns);
       if (sched_) wake = std::min(wake, sched_->nextTime());
     }
+    size_t in_flight = 0;
     for (auto& sock : socks_) {
+      in_flight += sock->table.inFlight();
       int64_t oldest = sock->table.oldest();
       if (oldest != std::numeric_limits<int64_t>::max()) {
         wake = std::min(wake, oldest + static_cast<int64_t>(s_.timeout.count()) + 1);
       }
     }
     int64_t wait = std::max<int64_t>(0, wake - nowNs());
+    // --spin: never sleep while answers are due; a woken thread costs the target a wake-up per
+    // batch and the loop a scheduler round trip.
+    if (s_.spin && in_flight > 0) wait = 0;
     timespec ts{.tv_sec = static_cast<time_t>(wait / 1'000'000'000),
                 .tv_nsec = static_cast<long>(wait % 1'000'000'000)};
     int n =
