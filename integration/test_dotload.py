@@ -115,25 +115,29 @@ def test_open_loop_over_tcp_holds_the_rate_and_n(mock):
     assert 0.45 <= r["duration_s"] < 20, r
 
 
-def test_reconnect_every_counts_handshakes_and_resumptions(mock):
+@pytest.mark.parametrize("conns,full", [(1, 1), (2, 2)])
+def test_reconnect_every_counts_handshakes_and_resumptions(mock, conns, full):
     m = mock()
     before = m.stats()
-    r, p = run_json(*tls_args(m), "-n", 100, "--reconnect-every", 10, "-c", 1, "-q", 5)
+    r, p = run_json(*tls_args(m), "-n", 100, "--reconnect-every", 10, "-c", conns, "-q", 5)
     assert p.returncode == 0, p.stderr
     assert r["answered"] == 100, r
+    # 100 queries, 10 per connection: 10 connections, never one more; each connection's first
+    # handshake is full, every later one resumes that connection's last session.
     assert r["connections"] == 10 and r["handshakes"] == 10, r
-    assert r["resumptions"] == 9, r  # every connection after the first resumes the session
+    assert r["resumptions"] == 10 - full, r
     after = m.stats()
     assert after["connections"] - before["connections"] == 10
-    assert after["resumptions"] - before["resumptions"] == 9
+    assert after["resumptions"] - before["resumptions"] == 10 - full
     assert after["dot_queries"] - before["dot_queries"] == 100
 
 
 def test_reconnect_every_over_tcp(mock):
     m = mock()
-    r, p = run_json("-m", "tcp", "-p", m.tcp[1], "-n", 60, "--reconnect-every", 20, "-c", 1)
+    r, p = run_json("-m", "tcp", "-p", m.tcp[1], "-n", 1000, "--reconnect-every", 7, "-c", 3)
     assert p.returncode == 0, p.stderr
-    assert r["answered"] == 60 and r["connections"] == 3 and r["handshakes"] == 3, r
+    # ceil(1000 / 7) connections, spread over three at a time.
+    assert r["answered"] == 1000 and r["connections"] == 143 and r["handshakes"] == 143, r
     assert r["resumptions"] == 0
 
 

@@ -70,6 +70,20 @@ class StreamWorker {
   bool sending(int64_t now) const {
     return budget_ > 0 && now < ctx_.end_ns && !ctx_.shared->stop.load(std::memory_order_relaxed);
   }
+  // After connection `self` used up its --reconnect-every share: is a new one needed, or can the
+  // others still send everything that is left of -n?
+  bool needAnother(size_t self) const {
+    if (budget_ == std::numeric_limits<uint64_t>::max()) return true;
+    uint64_t room = 0;
+    for (size_t j = 0; j < conns_.size(); ++j) {
+      const Conn& c = *conns_[j];
+      if (j == self || c.state == State::Draining || c.state == State::Done) continue;
+      room += c.state == State::Ready
+                  ? s_.reconnect_every - std::min(c.sent_here, s_.reconnect_every)
+                  : s_.reconnect_every;
+    }
+    return room < budget_;
+  }
   bool mayQueue(const Conn& c) const {
     return c.state == State::Ready && !c.table.full() &&
            (s_.reconnect_every == 0 || c.sent_here < s_.reconnect_every);
@@ -376,7 +390,7 @@ WorkerResult StreamWorker::run() {
             close(c, false);
             // A new connection only if there is more to send.
             c.retry_ns = now;
-            c.state = (exhausted && active) ? State::Idle : State::Done;
+            c.state = (exhausted && active && needAnother(i)) ? State::Idle : State::Done;
             if (c.state == State::Idle) open(i, now);
           }
           break;
