@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -287,3 +288,27 @@ def test_reflector_answers_dotload(processes):
     r, p = run_json("-p", ready["udp"], "-n", 2000, "-T", 2, "-c", 2, "--do")
     assert p.returncode == 0, p.stderr
     assert r["answered"] == 2000 and r["rcodes"]["NOERROR"] == 2000, r
+
+
+def test_sigint_stops_the_run_and_still_reports(mock, tmp_path):
+    m = mock()
+    err_path = tmp_path / "dotload.stderr"
+    with open(err_path, "wb") as err:
+        p = subprocess.Popen([DOTLOAD_BIN, "-m", "tcp", "-p", str(m.tcp[1]), "-l", "60", "-q", "5",
+                              "--progress", "--json"], stdout=subprocess.PIPE, stderr=err)
+        try:
+            # Running: the first progress line (a second in) says so.
+            deadline = time.monotonic() + 20
+            while "answered" not in err_path.read_text():
+                assert time.monotonic() < deadline, "no progress line"
+                assert p.poll() is None, err_path.read_text()
+                time.sleep(0.05)
+            p.send_signal(signal.SIGINT)
+            out, _ = p.communicate(timeout=15)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode == 0, err_path.read_text()
+    r = json.loads(out)
+    assert r["answered"] > 0 and r["duration_s"] < 30, r

@@ -372,7 +372,10 @@ WorkerResult StreamWorker::run() {
           break;
         case State::Connecting:
         case State::Handshaking:
-          if (now - c.since_ns > s_.timeout.count()) {
+          if (stopping) {
+            close(c, true);
+            c.state = State::Done;
+          } else if (now - c.since_ns > s_.timeout.count()) {
             fail(c,
                  fmt::format("{}: timed out {}", where(),
                              c.state == State::Connecting ? "connecting" : "in the TLS handshake"),
