@@ -69,13 +69,14 @@ for i in $(seq 1 "$RUNS"); do
     -l "$SECONDS_RUN" -c 1 -T 1 -q 500)
   ratio=$(awk -v a="$dq" -v b="$pq" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   echo "$i    $dq       $pq       $ratio   $dc             $pc             $dr,$pr"
-  echo "$dq $pq $dc $pc" >>"$work/results"
+  echo "$dq $pq $dc $pc $ratio" >>"$work/results"
 done
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 mdq=$(cut -d' ' -f1 "$work/results" | median)
 mpq=$(cut -d' ' -f2 "$work/results" | median)
 mdc=$(cut -d' ' -f3 "$work/results" | median)
 mpc=$(cut -d' ' -f4 "$work/results" | median)
-awk -v a="$mdq" -v b="$mpq" -v c="$mdc" -v d="$mpc" 'BEGIN {
-  printf "median: dotload %.0f q/s, dnsperf %.0f q/s, ratio %.2f; CPU per million answers: dotload %.2f s, dnsperf %.2f s (dnsperf/dotload %.2f)\n",
-    a, b, (b > 0 ? a / b : 0), c, d, (c > 0 ? d / c : 0) }'
+mratio=$(cut -d' ' -f5 "$work/results" | median)
+awk -v a="$mdq" -v b="$mpq" -v c="$mdc" -v d="$mpc" -v r="$mratio" 'BEGIN {
+  printf "median: dotload %.0f q/s, dnsperf %.0f q/s, ratio of the back-to-back pairs %.2f; CPU per million answers: dotload %.2f s, dnsperf %.2f s (dnsperf/dotload %.2f)\n",
+    a, b, r, c, d, (c > 0 ? d / c : 0) }'
