@@ -57,20 +57,15 @@ QueryPicker::QueryPicker(const QuerySource& src, unsigned thread)
   counter_ = rng_.next() & ((uint64_t{1} << 40) - 1);
 }
 
-void QueryPicker::next(uint32_t& index, uint64_t& unique) noexcept {
+QueryPicker::Pick QueryPicker::next() noexcept {
   if (src_.set->random()) {
-    index = 0;
     // mix64 is a bijection, so distinct (thread, counter) pairs give distinct labels.
-    unique = mix64(thread_bits_ | (counter_++ & ((uint64_t{1} << 52) - 1)));
-    return;
+    return {.index = 0, .unique = mix64(thread_bits_ | (counter_++ & ((uint64_t{1} << 52) - 1)))};
   }
-  unique = 0;
-  if (src_.zipf) {
-    index = src_.zipf->draw(rng_.uniform());
-    return;
-  }
-  index = cursor_;
+  if (src_.zipf) return {.index = src_.zipf->draw(rng_.uniform())};
+  Pick p{.index = cursor_};
   if (++cursor_ == src_.set->size()) cursor_ = 0;
+  return p;
 }
 
 bool handleAnswer(WireView answer, Inflight& table, const QuerySet& set, int64_t now_ns,

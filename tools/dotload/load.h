@@ -115,8 +115,11 @@ struct WorkerContext {
 class QueryPicker {
  public:
   QueryPicker(const QuerySource& src, unsigned thread);
-  // Sets index/unique for the next query.
-  void next(uint32_t& index, uint64_t& unique) noexcept;
+  struct Pick {
+    uint32_t index = 0;   // into the QuerySet
+    uint64_t unique = 0;  // the random label's value (random sets only)
+  };
+  Pick next() noexcept;
 
  private:
   QuerySource src_;
@@ -128,10 +131,6 @@ class QueryPicker {
 
 WorkerResult runUdpWorker(const WorkerContext& ctx);
 WorkerResult runStreamWorker(const WorkerContext& ctx);
-
-}  // namespace dotproxy::dotload
-
-namespace dotproxy::dotload {
 
 // Checks one answer against the slots of its socket/connection and counts it: malformed (short,
 // QR=0), mismatch (ID not in flight, other question), else answered with its RCODE and latency

@@ -210,9 +210,7 @@ void StreamWorker::ready(Conn& c) {
 }
 
 void StreamWorker::queue(Conn& c, int64_t sent_ns) {
-  uint32_t index;
-  uint64_t unique;
-  picker_.next(index, unique);
+  auto [index, unique] = picker_.next();
   uint16_t id = c.table.acquire(sent_ns, index, unique);
   size_t len = ctx_.source.set->write(scratch_, index, unique, id);
   (void)tls::appendFrame(c.out, WireView(scratch_, len));  // at most 514 bytes: never TooLarge

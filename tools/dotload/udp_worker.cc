@@ -125,9 +125,7 @@ bool UdpWorker::openSockets() {
 }
 
 void UdpWorker::queue(UdpSocket& sock, int64_t sent_ns) {
-  uint32_t index;
-  uint64_t unique;
-  picker_.next(index, unique);
+  auto [index, unique] = picker_.next();
   uint16_t id = sock.table.acquire(sent_ns, index, unique);
   size_t b = sock.queued++;
   sock.iov[b].iov_len =
