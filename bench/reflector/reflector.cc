@@ -1,6 +1,7 @@
 // reflector: the cheapest possible DNS "server", the ceiling for one core in the benchmarks. Each
-// thread owns a SO_REUSEPORT UDP socket and loops: recvmmsg a batch, set QR on every datagram that
-// has a header and is a query (ID and question untouched, nothing added), sendmmsg it back.
+// thread owns a UDP socket (SO_REUSEPORT when there are several) and loops: recvmmsg a batch, set
+// QR on every datagram that has a header and is a query (ID and question untouched, nothing
+// added), sendmmsg it back.
 //   reflector [--listen 127.0.0.1:0] [--threads 1]
 // Prints {"ready":true,"udp":PORT} once bound; exits 0 on SIGTERM/SIGINT; 2 on a bad flag.
 
@@ -111,7 +112,9 @@ int main(int argc, char** argv) {
   std::vector<Fd> fds;
   for (unsigned t = 0; t < threads; ++t) {
     int err = 0;
-    auto fd = dotproxy::net::udpSocket(*addr, true, &err);
+    // SO_REUSEPORT only to share the port between our own threads: with it, a bind to a port
+    // chosen elsewhere could join another process's group (same user) and split its traffic.
+    auto fd = dotproxy::net::udpSocket(*addr, threads > 1, &err);
     if (!fd) {
       std::fprintf(stderr, "reflector: %s: %s\n", addr->toString().c_str(), std::strerror(err));
       return 1;
