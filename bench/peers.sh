@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark: dotproxy, dnsdist 1.7 (packet cache, DoT backend), Unbound 1.17 as a
+# DoT forwarder and Knot Resolver 5.6 (policy.TLS_FORWARD), one at a time, each pinned to CPU 0 with
+# one worker thread, in front of the same dotmock; dotload (and dnsperf as a cross-check) on CPU 1
+# with dotmock. Workloads:
+#   W1  UDP cache hits (1000 names, closed loop)
+#   W2  UDP cache misses forwarded over DoT (a unique name per query, closed loop)
+#   W3  TCP cache hits, pipelined (8 connections x 64 in flight)
+#   W4  a Zipf mix over 10,000 names at a fixed rate (open loop), for latency percentiles
+#   W5  TCP connection churn: a new connection per query
+# and, for the ceiling, a trivial recvmmsg/sendmmsg reflector on CPU 0 driven by dotload and dnsperf.
+# Each figure is the median of RUNS runs; memory is each proxy's peak resident size.
+#   bench/peers.sh [SECONDS] [RUNS] [W4_RATE]
+# Builds the release preset; installs the peers and dnsperf from Debian if they are missing; stops
+# only what it started. The table goes to stdout; keep a run with `| tee bench/results/DATE-peers.txt`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+runs=${2:-3}
+rate=${3:-5000}
+bench_targets="dotproxy dotmock dotload reflector"
+source bench/lib.sh
+dotload=build/release/tools/dotload/dotload
+reflector=build/release/bench/reflector/reflector
+
+start_mock
+for i in $(seq 1 1000); do echo "h$i.test A"; done >"$work/hot"
+# dnsperf's unique names: more than it can send in one run, a fresh zone per run and proxy.
+unique_file() { for i in $(seq 1 $((secs * 250000))); do echo "u$i.$1.test A"; done >"$work/unique"; }
+results="$work/results"
+: >"$results"
+
+# load WORKLOAD PROXY PORT PID DOTLOAD-ARGS...: one dotload run on CPU 1; appends
+# "WORKLOAD dotload PROXY qps p50_us p99_us p999_us cpu_us_per_answer lost not_noerror".
+load() {
+  local w=$1 name=$2 port=$3 pid=$4 before after
+  shift 4
+  before=$(cpu_ticks "$pid")
+  taskset -c 1 "$dotload" -s 127.0.0.1 -p "$port" -T 1 --json "$@" >"$work/load.json" 2>"$work/load.err" ||
+    { echo "bench: dotload against $name ($w) failed: $(tail -1 "$work/load.err")" >&2; return 0; }
+  after=$(cpu_ticks "$pid")
+  /usr/bin/python3 - "$w" "$name" $((after - before)) "$hz" "$work/load.json" >>"$results" <<'PY'
+import json, sys
+w, name, ticks, hz, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+r = json.load(open(path))
+lat = r["latency_us"]
+answered = max(r["answered"], 1)
+other = sum(n for code, n in r["rcodes"].items() if code != "NOERROR")
+print(w, "dotload", name, f'{r["qps"]:.0f}', f'{lat["p50"]:.0f}', f'{lat["p99"]:.0f}', f'{lat["p999"]:.0f}',
+      f"{ticks / hz * 1e6 / answered:.2f}", r["lost"], other)
+PY
+}
+
+# perf WORKLOAD PROXY PORT PID FILE DNSPERF-ARGS...: one dnsperf run on CPU 1, same line format
+# (dnsperf gives no percentiles: "-").
+perf() {
+  local w=$1 name=$2 port=$3 pid=$4 file=$5 before after out
+  shift 5
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$secs" "$@" 2>&1) || true
+  after=$(cpu_ticks "$pid")
+  awk -v w="$w" -v n="$name" -v t=$((after - before)) -v hz="$hz" '
+    /Queries completed/ { c = $3 } /Queries lost/ { l = $3 } /Queries per second/ { q = $4 }
+    END { printf "%s dnsperf %s %.0f - - - %.2f %d -\n", w, n, q, t / hz * 1e6 / (c > 0 ? c : 1), l }' \
+    <<<"$out" >>"$results"
+}
+
+# workloads PROXY PORT PID: every workload against one running proxy, hits first, misses last.
+workloads() {
+  local name=$1 port=$2 pid=$3
+  wait_dns "$port"
+  taskset -c 1 "$dotload" -s 127.0.0.1 -p "$port" -d "$work/hot" -n 2000 -q 10 >/dev/null 2>&1 || true
+  load W1 "$name" "$port" "$pid" -m udp -c 8 -q 64 -d "$work/hot" -l "$secs"
+  perf W1 "$name" "$port" "$pid" "$work/hot" -c 8 -q 512
+  load W3 "$name" "$port" "$pid" -m tcp -c 8 -q 64 -d "$work/hot" -l "$secs"
+  perf W3 "$name" "$port" "$pid" "$work/hot" -m tcp -c 8 -q 512
+  load W5 "$name" "$port" "$pid" -m tcp -c 16 -q 1 --reconnect-every 1 -d "$work/hot" -l "$secs"
+  load W4 "$name" "$port" "$pid" -m udp -c 4 -Q "$rate" --zipf 10000 --zone "z$RANDOM.test" -l "$secs"
+  load W2 "$name" "$port" "$pid" -m udp -c 4 -q 16 --random-names "r$RANDOM.test" -l "$secs"
+  unique_file "p$RANDOM"
+  perf W2 "$name" "$port" "$pid" "$work/unique" -c 4 -q 64
+  echo "MEM peak $name $(peak_kib "$pid")" >>"$results"
+}
+
+for run in $(seq "$runs"); do
+  echo "bench: run $run of $runs" >&2
+  taskset -c 0 "$reflector" --listen 127.0.0.1:0 >"$work/refl.out" 2>"$work/refl.err" &
+  rf=$!
+  pids+=($rf)
+  wait_line "$work/refl.out"
+  rport=$(sed -E 's/.*"udp":([0-9]+).*/\1/' "$work/refl.out")
+  load W1 reflector "$rport" "$rf" -m udp -c 8 -q 64 -d "$work/hot" -l "$secs"
+  perf W1 reflector "$rport" "$rf" "$work/hot" -c 8 -q 512
+  kill "$rf"; wait "$rf" || true
+
+  start_dotproxy
+  workloads dotproxy "$port" "$dp"
+  kill "$dp"; wait "$dp" || true
+
+  start_dnsdist <<'LUA'
+pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})
+getPool(""):setCache(pc)
+LUA
+  workloads dnsdist 25353 "$dd"
+  kill "$dd"; wait "$dd" || true
+
+  start_unbound
+  workloads unbound 35353 "$ub"
+  kill "$ub"; wait "$ub" || true
+
+  start_kresd
+  workloads kresd 45353 "$kr"
+  kill "$kr"; wait "$kr" || true
+done
+
+echo "# bench/peers.sh $secs $runs $rate — $(date -u +%F), medians of $runs runs of $secs s"
+echo "# each proxy on CPU 0 with one worker thread; dotload/dnsperf and dotmock on CPU 1"
+/usr/bin/python3 bench/report.py "$results"

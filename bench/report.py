@@ -1,0 +1,107 @@
+#!/usr/bin/python3
+"""Reads bench/peers.sh's raw lines and prints the table: medians per workload, tool and proxy,
+dotproxy's ratio to each peer, peak memory, and the issue's targets marked met or not met.
+
+Raw lines: "WORKLOAD TOOL PROXY qps p50_us p99_us p999_us cpu_us_per_answer lost not_noerror"
+("-" where the tool gives no figure) and "MEM peak PROXY KiB"."""
+
+import statistics
+import sys
+from collections import defaultdict
+
+WORKLOADS = {
+    "W1": "UDP cache hits",
+    "W2": "UDP misses over DoT",
+    "W3": "TCP hits, pipelined",
+    "W4": "Zipf at a fixed rate",
+    "W5": "TCP churn",
+}
+PEERS = ["dnsdist", "unbound", "kresd"]
+FIELDS = ["qps", "p50", "p99", "p999", "cpu", "lost", "other"]
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def number(text):
+    return None if text == "-" else float(text)
+
+
+def main(path):
+    rows = defaultdict(lambda: defaultdict(list))  # (workload, tool, proxy) -> field -> values
+    memory = defaultdict(list)
+    for line in open(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "MEM":
+            memory[parts[2]].append(int(parts[3]))
+            continue
+        key = tuple(parts[:3])
+        for field, text in zip(FIELDS, parts[3:]):
+            rows[key][field].append(number(text))
+    med = {key: {f: median(v) for f, v in fields.items()} for key, fields in rows.items()}
+
+    def fmt(value, spec="{:.0f}"):
+        return "-" if value is None else spec.format(value)
+
+    print(f"{'work':4} {'':22} {'tool':8} {'proxy':10} {'queries/s':>10} {'p50 us':>8} {'p99 us':>8} "
+          f"{'p99.9 us':>9} {'CPU us/q':>9} {'lost':>8} {'!NOERROR':>9}  dotproxy vs peer (q/s, p99)")
+    for w, title in WORKLOADS.items():
+        for tool in ("dotload", "dnsperf"):
+            for proxy in ["reflector", "dotproxy"] + PEERS:
+                m = med.get((w, tool, proxy))
+                if m is None:
+                    continue
+                ratio = ""
+                d = med.get((w, tool, "dotproxy"))
+                if proxy != "dotproxy" and d is not None:
+                    qps = f"{d['qps'] / m['qps']:.2f}x" if m["qps"] else "inf"
+                    p99 = (f"{d['p99'] / m['p99']:.2f}x" if d["p99"] is not None and m["p99"] else "-")
+                    ratio = f"{qps}, {p99}"
+                print(f"{w:4} {title:22} {tool:8} {proxy:10} {fmt(m['qps']):>10} {fmt(m['p50']):>8} "
+                      f"{fmt(m['p99']):>8} {fmt(m['p999']):>9} {fmt(m['cpu'], '{:.2f}'):>9} "
+                      f"{fmt(m['lost']):>8} {fmt(m['other']):>9}  {ratio}")
+    print()
+    print("peak resident memory (MiB, median of runs):",
+          ", ".join(f"{p} {median(v) / 1024:.1f}" for p, v in memory.items()))
+    print()
+
+    def q(w, proxy, tool="dotload", field="qps"):
+        m = med.get((w, tool, proxy))
+        return None if m is None else m[field]
+
+    def target(text, ok):
+        print(f"[{'met' if ok else 'NOT met'}] {text}")
+
+    def best(w, field, pick):
+        values = [(q(w, p, field=field), p) for p in PEERS if q(w, p, field=field) is not None]
+        return pick(values) if values else (None, None)
+
+    b1, p1 = best("W1", "qps", max)
+    d1, r1 = q("W1", "dotproxy"), q("W1", "reflector")
+    if d1 and b1:
+        target(f"W1: dotproxy {d1:.0f} q/s = {d1 / b1:.2f}x the best peer ({p1}, {b1:.0f}); need 1.5x", d1 >= 1.5 * b1)
+    if d1 and r1:
+        target(f"W1: dotproxy = {d1 / r1:.0%} of the reflector's {r1:.0f} q/s; need 70%", d1 >= 0.7 * r1)
+    b2, p2 = best("W2", "qps", max)
+    d2 = q("W2", "dotproxy")
+    if d2 and b2:
+        d99, b99 = q("W2", "dotproxy", field="p99"), q("W2", p2, field="p99")
+        target(f"W2: dotproxy {d2:.0f} q/s = {d2 / b2:.2f}x the best peer ({p2}, {b2:.0f}), p99 {d99:.0f} us "
+               f"vs {b99:.0f} us; need 1.5x and a lower p99", d2 >= 1.5 * b2 and d99 < b99)
+    w99 = best("W4", "p99", min)
+    d4 = q("W4", "dotproxy", field="p99")
+    if d4 is not None and w99[0] is not None:
+        target(f"W4: dotproxy p99 {d4:.0f} us; lowest peer p99 {w99[0]:.0f} us ({w99[1]}); need no higher",
+               d4 <= w99[0])
+    lr, pr = q("W1", "reflector"), q("W1", "reflector", tool="dnsperf")
+    if lr and pr:
+        target(f"dotload {lr:.0f} q/s vs dnsperf {pr:.0f} q/s against the reflector = {lr / pr:.2f}x; need 2x",
+               lr >= 2 * pr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
