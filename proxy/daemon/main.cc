@@ -3,20 +3,26 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "dotproxy/cache/packet_cache.h"
 #include "dotproxy/config/settings.h"
+#include "dotproxy/metrics/exposition.h"
 #include "dotproxy/net/udp.h"
 #include "dotproxy/tls/tls.h"
 #include "dotproxy/util/log.h"
+#include "http_server.h"
+#include "metrics_page.h"
 #include "worker.h"
 
 namespace dotproxy::daemon {
@@ -137,6 +143,19 @@ int run(int argc, char** argv) {
     return 1;
   }
 
+  net::Fd metrics_fd;
+  if (s.metrics) {
+    int err = 0;
+    auto fd = net::tcpListener(*s.metrics, false, 64, &err);
+    if (!fd) {
+      fmt::print(stderr, "dotproxy: cannot bind the metrics endpoint {}: {} (check --metrics)\n",
+                 s.metrics->toString(), std::strerror(err));
+      return 1;
+    }
+    s.metrics = net::localAddress(fd->get());
+    metrics_fd = std::move(*fd);
+  }
+
   // Signals are taken synchronously by this thread; workers never see them.
   sigset_t set;
   sigemptyset(&set);
@@ -164,6 +183,38 @@ int run(int argc, char** argv) {
   std::vector<std::thread> threads;
   for (auto& w : pool) threads.emplace_back([&w] { w->run(); });
 
+  // /readyz: serving, not draining, and at least one upstream reachable over TLS by some worker
+  // (each worker connects to every upstream at start).
+  std::atomic<bool> draining{false};
+  auto state = [&] {
+    ProcessState st{.draining = draining.load(),
+                    .workers = workers,
+                    .tcp_clients_open = tcp_clients.load(std::memory_order_relaxed)};
+    bool upstream = std::ranges::any_of(
+        pool, [](const auto& w) { return w->counters().upstreams_usable.get() > 0; });
+    st.ready = upstream && !st.draining;
+    return st;
+  };
+  std::optional<HttpServer> http;
+  if (metrics_fd) {
+    http.emplace(std::move(metrics_fd), [&](std::string_view path) -> HttpReply {
+      if (path == "/metrics") {
+        std::vector<const metrics::Counters*> all;
+        for (auto& w : pool) all.push_back(&w->counters());
+        return {.content_type = std::string(metrics::Exposition::kContentType),
+                .body = renderMetrics(all, cache.stats(), state())};
+      }
+      if (path == "/healthz") return {.body = "ok\n"};
+      if (path == "/readyz") {
+        ProcessState st = state();
+        if (st.ready) return {.body = "ready\n"};
+        return {.status = 503,
+                .body = st.draining ? "draining\n" : "not ready: no upstream reachable yet\n"};
+      }
+      return {.status = 404, .body = "not found: try /metrics, /healthz or /readyz\n"};
+    });
+  }
+
   std::string listen_json, listen_text;
   for (size_t i = 0; i < s.listen.size(); ++i) {
     listen_json += fmt::format("{}\"{}\"", i ? "," : "", s.listen[i].toString());
@@ -174,7 +225,10 @@ int run(int argc, char** argv) {
   log::info("dotproxy {} serving UDP+TCP on {} with {} worker(s), forwarding over TLS to{}",
             DOTPROXY_VERSION, listen_text, workers, upstream_text);
   // The readiness line scripts and tests wait for (never a fixed sleep).
-  fmt::print("{{\"ready\":true,\"listen\":[{}],\"workers\":{}}}\n", listen_json, workers);
+  std::string metrics_json =
+      s.metrics ? fmt::format(",\"metrics\":\"{}\"", s.metrics->toString()) : std::string();
+  fmt::print("{{\"ready\":true,\"listen\":[{}],\"workers\":{}{}}}\n", listen_json, workers,
+             metrics_json);
   std::fflush(stdout);
 
   auto stats = [&] {
@@ -196,6 +250,7 @@ int run(int argc, char** argv) {
       continue;
     }
     log::info("signal {}: draining (up to {} ms)", sig, s.shutdown_grace.count());
+    draining = true;
     break;
   }
   for (auto& w : pool) w->drain();

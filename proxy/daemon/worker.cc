@@ -29,7 +29,8 @@ class UdpListener final : public net::EventLoop::Handler {
       size_t n = rx_.receive(fd_.get());
       for (size_t i = 0; i < n; ++i) {
         net::Datagram d = rx_[i];
-        ClientRef client{.udp = this, .peer = d.peer, .local = d.local};
+        ClientRef client{
+            .udp = this, .peer = d.peer, .local = d.local, .received = w_.loop().now()};
         if (d.truncated) {
           // Larger than any query we take: FORMERR from the header we have (never to a response,
           // NOTIMP for an opcode we do not serve, as for any other query).
@@ -146,7 +147,7 @@ class TcpClient final : public net::EventLoop::Handler {
           return;
         }
         ++inflight_;
-        w_.onQuery(*msg, ClientRef{.tcp_id = id_});
+        w_.onQuery(*msg, ClientRef{.tcp_id = id_, .received = w_.loop().now()});
         if (closed_) return;
       }
     }
@@ -327,6 +328,7 @@ Worker::~Worker() {
 }
 
 void Worker::run() {
+  pool_.preconnect();
   loop_.run();
 }
 
@@ -375,7 +377,11 @@ void Worker::removeTcpClient(uint64_t id) {
   });
 }
 
-void Worker::deliver(const ClientRef& client, WireView reply) {
+void Worker::deliver(const ClientRef& client, WireView reply, metrics::AnswerSource source) {
+  if (reply.size() >= dns::kHeaderSize) {
+    counters_.responses_by_rcode[loadU16(reply.data() + 2) & 0xf].inc();
+    counters_.answer_latency[static_cast<size_t>(source)].observe(loop_.now() - client.received);
+  }
   if (client.udp) {
     client.udp->send(client, reply);
     return;
@@ -415,6 +421,7 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
     return;
   }
 
+  counters_.queries_by_qtype[metrics::qtypeSlot(q->qtype)].inc();
   if (answerFromCache(*q, raw, client, cache::Stale::Refuse)) return;
   forward(*q, raw, &client);
 }
@@ -437,7 +444,8 @@ bool Worker::answerFromCache(const dns::QueryInfo& q, WireView raw, const Client
   }
   (hit->stale ? counters_.cache_stale : counters_.cache_hits).inc();
   counters_.answers.inc();
-  deliver(client, scratch_.view());
+  deliver(client, scratch_.view(),
+          hit->stale ? metrics::AnswerSource::Stale : metrics::AnswerSource::Cache);
   // RFC 8767-style refresh ahead of expiry: a popular entry near its end goes upstream once, in
   // the background, so that it never misses.
   // (Not from an RD=0 query, whose answer would replace everyone's; not while draining.)
@@ -512,7 +520,8 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
       counters_.servfail.inc();
       out = dns::buildErrorReply(w.raw, dns::Rcode::ServFail);
     }
-    deliver(w.client, out.view());
+    deliver(w.client, out.view(),
+            answer ? metrics::AnswerSource::Upstream : metrics::AnswerSource::Local);
   }
   // A SERVFAIL never replaces an entry that is still good for serving stale, nor one a prefetch
   // (no waiters) was refreshing.

@@ -32,8 +32,9 @@ class TcpClient;
 struct ClientRef {
   UdpListener* udp = nullptr;  // UDP: the socket the query came in on, and the peer
   net::SocketAddress peer;
-  net::PacketInfo local;  // UDP on a wildcard address: where to answer from
-  uint64_t tcp_id = 0;    // TCP: the client connection's id (it may be gone by then)
+  net::PacketInfo local;              // UDP on a wildcard address: where to answer from
+  uint64_t tcp_id = 0;                // TCP: the client connection's id (it may be gone by then)
+  net::Clock::time_point received{};  // for the answer latency histogram
 };
 
 class Worker {
@@ -50,7 +51,9 @@ class Worker {
 
   // Called by the listeners and clients, on the loop.
   void onQuery(WireView raw, const ClientRef& client);
-  void deliver(const ClientRef& client, WireView reply);  // empty reply = no answer (drop)
+  // Sends the reply (empty = no answer, a drop) and counts its RCODE and latency.
+  void deliver(const ClientRef& client, WireView reply,
+               metrics::AnswerSource source = metrics::AnswerSource::Local);
   net::EventLoop& loop() noexcept { return loop_; }
   metrics::Counters& counters() noexcept { return counters_; }
   const config::Settings& settings() const noexcept { return settings_; }

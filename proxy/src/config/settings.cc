@@ -14,6 +14,7 @@
 //   tcp_idle_timeout_ms = 10000  # idle TCP client connections are closed (RFC 7766 6.2.3)
 //   shutdown_grace_ms = 2000     # 0..: on SIGTERM, time for in-flight queries to finish
 //   forward_ecs = false          # pass the client's EDNS Client Subnet option upstream
+//   metrics = "127.0.0.1:9153"   # HTTP /metrics, /healthz, /readyz; "" or absent = off
 //
 //   [upstream]
 //   ca_file = ""                 # PEM CA bundle for upstreams without their own; "" = system store
@@ -76,6 +77,7 @@ namespace dotproxy::config {
 namespace {
 
 constexpr uint16_t kDnsPort = 53;
+constexpr uint16_t kMetricsPort = 9153;
 constexpr uint16_t kDotPort = 853;
 constexpr size_t kMaxConfigBytes = 1 << 20;
 constexpr std::string_view kCloudflareName = "cloudflare-dns.com";
@@ -103,10 +105,10 @@ constexpr Limit kTtl{0, 7 * 86'400, " s"};
 constexpr Limit kStaleAge{0, 30 * 86'400, " s"};
 constexpr Limit kPercent{0, 50, "%"};
 
-constexpr std::array<std::string_view, 9> kServerKeys = {
+constexpr std::array<std::string_view, 10> kServerKeys = {
     "listen",          "workers",          "log_level",           "max_udp_size",
     "tcp_max_clients", "tcp_max_inflight", "tcp_idle_timeout_ms", "shutdown_grace_ms",
-    "forward_ecs"};
+    "forward_ecs",     "metrics"};
 constexpr std::array<std::string_view, 12> kUpstreamKeys = {"servers",
                                                             "ca_file",
                                                             "insecure",
@@ -321,6 +323,17 @@ void checkReadableFile(std::string_view where, const std::string& path) {
   }
 }
 
+// The operator endpoint's address; port 9153 (CoreDNS's metrics port) when none is given.
+net::SocketAddress parseMetrics(std::string_view where, std::string_view text) {
+  auto addr = net::SocketAddress::parse(text, kMetricsPort);
+  if (!addr) {
+    fail(where, fmt::format("\"{}\" is not an IP address with an optional port (e.g. "
+                            "\"127.0.0.1:9153\")",
+                            text));
+  }
+  return *addr;
+}
+
 net::SocketAddress parseListen(std::string_view where, std::string_view text) {
   auto addr = net::SocketAddress::parse(text, kDnsPort);
   if (!addr) {
@@ -500,6 +513,13 @@ void Loader::applyServer(const toml::table& t) {
       s_.shutdown_grace = duration(v, key, kGrace);
     } else if (name == "forward_ecs") {
       s_.forward_ecs = boolean(v, key);
+    } else if (name == "metrics") {
+      const std::string& addr = text(v, key);
+      if (addr.empty()) {
+        s_.metrics.reset();
+      } else {
+        s_.metrics = parseMetrics(at(v, key), addr);
+      }
     } else {
       unknownKey(k, key, kServerKeys);
     }
@@ -773,6 +793,11 @@ std::optional<Settings> parseOrThrow(int argc, const char* const* argv, int& exi
   auto* timeout_opt =
       app.add_option("--query-timeout", query_timeout, "Client deadline before SERVFAIL")
           ->type_name("MS");
+  std::string metrics;
+  auto* metrics_opt =
+      app.add_option("--metrics", metrics,
+                     "HTTP endpoint for /metrics, /healthz and /readyz (port 9153 by default)")
+          ->type_name("ADDR[:PORT]");
   std::string cache_size;
   auto* cache_opt =
       app.add_option("--cache-size", cache_size, "Answer cache budget in bytes, 0 = no cache")
@@ -825,6 +850,7 @@ std::optional<Settings> parseOrThrow(int argc, const char* const* argv, int& exi
     for (auto& u : s.upstreams) u.pins = checked;
   }
   if (insecure) s.insecure = true;
+  if (metrics_opt->count() > 0) s.metrics = parseMetrics("--metrics", metrics);
   if (workers_opt->count() > 0) {
     s.workers = static_cast<unsigned>(parseInteger("--workers", workers, kWorkers));
   }

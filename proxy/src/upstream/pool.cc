@@ -60,6 +60,7 @@ constexpr size_t kMaxWaiting = 16384;
 }  // namespace
 
 struct Pool::Health {
+  bool usable = false;    // the last connection attempt worked (counted in upstreams_usable)
   unsigned failures = 0;  // consecutive failed connection attempts
   unsigned broken = 0;    // working connections lost with queries on them since the last answer
   Clock::time_point down_until{};
@@ -109,6 +110,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
     int err = 0;
     auto fd = net::tcpConnect(up.address, &err);
     pool_.counters_.upstream_connects.inc();
+    started_ = pool_.loop_.now();
     if (!fd) {
       failure_ = fmt::format("connect: {}", std::strerror(err));
       return false;
@@ -213,6 +215,8 @@ class Pool::Connection final : public net::EventLoop::Handler {
         return;
       }
       state_ = State::Ready;
+      pool_.counters_.upstream_connections_open.add(1);
+      pool_.counters_.handshake_latency.observe(pool_.loop_.now() - started_);
       pool_.loop_.cancel(connect_timer_);
       connect_timer_ = 0;
       last_rx_ = last_used_ = pool_.loop_.now();
@@ -269,6 +273,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
   }
 
   void teardown() {
+    if (state_ == State::Ready) pool_.counters_.upstream_connections_open.add(-1);
     state_ = State::Closed;
     cancelTimers();
     if (fd_) pool_.loop_.remove(fd_.get());
@@ -385,6 +390,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       return;
     }
     pool_.counters_.upstream_answers.inc();
+    pool_.counters_.upstream_latency.observe(pool_.loop_.now() - p.sent);
     pool_.onAnswer(*this, p.request_id, Answer{std::move(msg), std::move(*info)});
   }
 
@@ -423,6 +429,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
   PacketBuffer out_;
   size_t out_off_ = 0;
   std::unordered_map<uint16_t, Pending> pending_;
+  Clock::time_point started_{};
   Clock::time_point last_rx_{};
   Clock::time_point last_used_{};
   net::EventLoop::TimerId connect_timer_ = 0;
@@ -442,6 +449,15 @@ Pool::Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSett
 
 Pool::~Pool() {
   close();
+}
+
+void Pool::preconnect() {
+  for (size_t u = 0; u < upstreams_.size(); ++u) {
+    bool have = std::ranges::any_of(connections_, [u](const auto& kv) {
+      return kv.second->upstream() == u && kv.second->state() != Connection::State::Closed;
+    });
+    if (!have) open(u);
+  }
 }
 
 void Pool::close() {
@@ -502,6 +518,10 @@ Pool::Connection* Pool::pickConnection(size_t upstream, const Request& r) {
   // A new connection only when every open (or opening) one is full; a retry may open one more.
   unsigned limit = settings_.connections_per_upstream * (r.attempts > 0 ? 2 : 1);
   if (best || count >= limit) return best;
+  return open(upstream);
+}
+
+Pool::Connection* Pool::open(size_t upstream) {
   uint64_t id = next_connection_++;
   auto c = std::make_unique<Connection>(*this, id, upstream);
   if (!c->start()) {
@@ -634,6 +654,10 @@ void Pool::onConnectionUp(Connection& c) {
   if (h.failures > 0) log::info("upstream {}: connected again", upstreams_[c.upstream()].label());
   h.failures = 0;
   h.down_until = {};
+  if (!h.usable) {
+    h.usable = true;
+    counters_.upstreams_usable.add(1);
+  }
   counters_.upstream_handshakes.inc();
   if (c.resumed()) counters_.upstream_resumed.inc();
   loop_.defer([this] { drainWaiting(); });
@@ -672,6 +696,10 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
     strikes = h.broken - 1;
   } else {
     strikes = ++h.failures;
+  }
+  if (h.usable) {
+    h.usable = false;
+    counters_.upstreams_usable.add(-1);
   }
   auto backoff = settings_.backoff_initial * (1u << std::min(strikes - 1, 16u));
   if (backoff > settings_.backoff_max) backoff = settings_.backoff_max;

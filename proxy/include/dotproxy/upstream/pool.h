@@ -73,6 +73,10 @@ class Pool {
   // upstream is backing off).
   void resolve(Question q, net::Clock::time_point deadline, Completion done);
 
+  // Opens one connection to every upstream that has none, so that the first query does not wait
+  // for a handshake and readiness (metrics::Counters::upstreams_usable) is known before traffic.
+  void preconnect();
+
   // Closes every connection; outstanding requests complete with Timeout. For shutdown.
   void close();
   size_t inflight() const noexcept { return requests_.size(); }
@@ -91,6 +95,7 @@ class Pool {
   void onConnectionUp(Connection& c);
   void onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_queries);
   Connection* pickConnection(size_t upstream_index, const Request& r);
+  Connection* open(size_t upstream_index);  // nullptr if the socket could not be created
   int pickUpstream(const Request& r);
   void drainWaiting();
 

@@ -1,0 +1,23 @@
+#pragma once
+// /metrics: the workers' counters, summed at scrape time, in the Prometheus text format. Every
+// counter of metrics::Counters appears; the README lists them all.
+
+#include <string>
+#include <vector>
+
+#include "dotproxy/cache/packet_cache.h"
+#include "dotproxy/metrics/counters.h"
+
+namespace dotproxy::daemon {
+
+struct ProcessState {
+  bool ready = false;     // what /readyz says
+  bool draining = false;  // SIGTERM received
+  unsigned workers = 0;
+  unsigned tcp_clients_open = 0;
+};
+
+std::string renderMetrics(const std::vector<const metrics::Counters*>& workers,
+                          const cache::CacheStats& cache, const ProcessState& state);
+
+}  // namespace dotproxy::daemon
