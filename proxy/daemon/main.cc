@@ -87,6 +87,7 @@ int run(int argc, char** argv) {
   if (!parsed) return exit_code;
   config::Settings s = std::move(*parsed);
   log::setLevel(s.log_level);
+  log::setFormat(s.log_format);
 
   // TLS client contexts: one per distinct CA file. Upstreams keep pointers into this map.
   std::map<std::string, std::unique_ptr<tls::ClientContext>> contexts;
@@ -116,9 +117,9 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (s.insecure) {
-    log::warn(
-        "TLS certificate verification is OFF (--insecure): upstream answers can be forged "
-        "by anyone on the path");
+    log::event(log::Level::Warn, "insecure",
+               "TLS certificate verification is OFF (--insecure): upstream answers can be forged "
+               "by anyone on the path");
   }
 
   // Every TCP client and upstream connection is a descriptor: take the hard limit, and say so when
@@ -127,10 +128,12 @@ int run(int argc, char** argv) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
     if (lim.rlim_cur < s.tcp_max_clients + 256) {
-      log::warn(
-          "open file limit {} is low for tcp_max_clients = {}; raise it (ulimit -n, "
-          "LimitNOFILE=) or lower tcp_max_clients",
-          static_cast<unsigned long>(lim.rlim_cur), s.tcp_max_clients);
+      log::event(log::Level::Warn, "fd_limit_low",
+                 fmt::format("open file limit {} is low for tcp_max_clients = {}; raise it "
+                             "(ulimit -n, LimitNOFILE=) or lower tcp_max_clients",
+                             static_cast<unsigned long>(lim.rlim_cur), s.tcp_max_clients),
+                 {log::field("limit", static_cast<unsigned long>(lim.rlim_cur)),
+                  log::field("tcp_max_clients", s.tcp_max_clients)});
     }
   }
 
@@ -222,8 +225,15 @@ int run(int argc, char** argv) {
   }
   std::string upstream_text;
   for (const auto& u : upstreams) upstream_text += " " + u.label();
-  log::info("dotproxy {} serving UDP+TCP on {} with {} worker(s), forwarding over TLS to{}",
-            DOTPROXY_VERSION, listen_text, workers, upstream_text);
+  log::event(log::Level::Info, "started",
+             fmt::format("dotproxy {} serving UDP+TCP on {} with {} worker(s), forwarding over TLS "
+                         "to{}",
+                         DOTPROXY_VERSION, listen_text, workers, upstream_text),
+             {log::field("version", DOTPROXY_VERSION), log::field("listen", listen_text),
+              log::field("workers", workers),
+              log::field("upstreams",
+                         std::string_view(upstream_text).substr(upstream_text.empty() ? 0 : 1)),
+              log::field("metrics", s.metrics ? s.metrics->toString() : std::string())});
   // The readiness line scripts and tests wait for (never a fixed sleep).
   std::string metrics_json =
       s.metrics ? fmt::format(",\"metrics\":\"{}\"", s.metrics->toString()) : std::string();
@@ -249,14 +259,16 @@ int run(int argc, char** argv) {
       stats();
       continue;
     }
-    log::info("signal {}: draining (up to {} ms)", sig, s.shutdown_grace.count());
+    log::event(log::Level::Info, "draining",
+               fmt::format("signal {}: draining (up to {} ms)", sig, s.shutdown_grace.count()),
+               {log::field("signal", sig), log::field("grace_ms", s.shutdown_grace.count())});
     draining = true;
     break;
   }
   for (auto& w : pool) w->drain();
   for (auto& t : threads) t.join();
   stats();
-  log::info("stopped");
+  log::event(log::Level::Info, "stopped", "stopped");
   return 0;
 }
 

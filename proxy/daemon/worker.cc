@@ -82,7 +82,8 @@ class UdpListener final : public net::EventLoop::Handler {
 // clients closed after the idle timeout; a half-closed client still gets its answers.
 class TcpClient final : public net::EventLoop::Handler {
  public:
-  TcpClient(Worker& w, uint64_t id, net::Fd fd) : w_(w), id_(id), fd_(std::move(fd)) {
+  TcpClient(Worker& w, uint64_t id, net::Fd fd, net::SocketAddress peer)
+      : w_(w), id_(id), fd_(std::move(fd)), peer_(peer) {
     last_activity_ = w_.loop().now();
     w_.loop().add(fd_.get(), EPOLLIN, this);
     events_ = EPOLLIN;
@@ -147,7 +148,7 @@ class TcpClient final : public net::EventLoop::Handler {
           return;
         }
         ++inflight_;
-        w_.onQuery(*msg, ClientRef{.tcp_id = id_, .received = w_.loop().now()});
+        w_.onQuery(*msg, ClientRef{.peer = peer_, .tcp_id = id_, .received = w_.loop().now()});
         if (closed_) return;
       }
     }
@@ -221,6 +222,7 @@ class TcpClient final : public net::EventLoop::Handler {
   Worker& w_;
   uint64_t id_;
   net::Fd fd_;
+  net::SocketAddress peer_;  // for the query log
   tls::DotFramer framer_;
   PacketBuffer out_;
   size_t out_off_ = 0;
@@ -246,12 +248,13 @@ class TcpListener final : public net::EventLoop::Handler {
   }
   void onEvents(uint32_t) override {
     for (int i = 0; i < 64 && fd_; ++i) {
-      auto fd = net::tcpAccept(fd_.get(), nullptr);
+      net::SocketAddress peer;
+      auto fd = net::tcpAccept(fd_.get(), &peer);
       if (!fd) {
         if (fd.error() == Errc::Overloaded) pause();
         break;
       }
-      w_.addTcpClient(std::move(*fd));
+      w_.addTcpClient(std::move(*fd), peer);
     }
   }
 
@@ -353,7 +356,7 @@ void Worker::maybeFinishDrain() {
   }
 }
 
-void Worker::addTcpClient(net::Fd fd) {
+void Worker::addTcpClient(net::Fd fd, const net::SocketAddress& peer) {
   if (draining_) return;
   unsigned now_open = tcp_client_count_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (now_open > settings_.tcp_max_clients) {
@@ -363,7 +366,7 @@ void Worker::addTcpClient(net::Fd fd) {
   }
   counters_.tcp_connections.inc();
   uint64_t id = next_tcp_id_++;
-  tcp_clients_.emplace(id, std::make_unique<TcpClient>(*this, id, std::move(fd)));
+  tcp_clients_.emplace(id, std::make_unique<TcpClient>(*this, id, std::move(fd), peer));
 }
 
 void Worker::removeTcpClient(uint64_t id) {
@@ -381,6 +384,9 @@ void Worker::deliver(const ClientRef& client, WireView reply, metrics::AnswerSou
   if (reply.size() >= dns::kHeaderSize) {
     counters_.responses_by_rcode[loadU16(reply.data() + 2) & 0xf].inc();
     counters_.answer_latency[static_cast<size_t>(source)].observe(loop_.now() - client.received);
+    if (settings_.query_log && ++query_log_seq_ % settings_.query_log == 0) {
+      logQuery(client, reply, source);
+    }
   }
   if (client.udp) {
     client.udp->send(client, reply);
@@ -424,6 +430,31 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
   counters_.queries_by_qtype[metrics::qtypeSlot(q->qtype)].inc();
   if (answerFromCache(*q, raw, client, cache::Stale::Refuse)) return;
   forward(*q, raw, &client);
+}
+
+void Worker::logQuery(const ClientRef& client, WireView reply, metrics::AnswerSource source) {
+  WireReader r(reply);
+  dns::Header h = dns::readHeader(r);
+  std::string name;
+  uint16_t type = 0;
+  if (h.qdcount > 0) {
+    dns::Name n = dns::readName(r);
+    type = r.u16();
+    if (!r.error()) name = n.toText();
+  }
+  std::string rcode(dns::rcodeName(h.rcode()));
+  if (rcode.empty()) rcode = fmt::format("RCODE{}", h.rcode());
+  std::string qtype(dns::typeName(type));
+  if (qtype.empty()) qtype = fmt::format("TYPE{}", type);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(loop_.now() - client.received);
+  std::string peer = client.peer.toString();
+  std::string_view from = metrics::kAnswerSources[static_cast<size_t>(source)];
+  log::event(log::Level::Info, "query",
+             fmt::format("query {} {} {} {} {} {} {}us", peer, client.udp ? "udp" : "tcp", name,
+                         qtype, rcode, from, us.count()),
+             {log::field("client", peer), log::field("transport", client.udp ? "udp" : "tcp"),
+              log::field("name", name), log::field("type", qtype), log::field("rcode", rcode),
+              log::field("source", from), log::field("latency_us", us.count())});
 }
 
 bool Worker::cacheable(const dns::QueryInfo& q) const noexcept {

@@ -525,7 +525,12 @@ Pool::Connection* Pool::open(size_t upstream) {
   uint64_t id = next_connection_++;
   auto c = std::make_unique<Connection>(*this, id, upstream);
   if (!c->start()) {
-    log::warn("upstream {}: {}", upstreams_[upstream].label(), c->failure());
+    if (log::enabled(log::Level::Warn)) {
+      log::event(log::Level::Warn, "upstream_connect_error",
+                 fmt::format("upstream {}: {}", upstreams_[upstream].label(), c->failure()),
+                 {log::field("upstream", upstreams_[upstream].label()),
+                  log::field("error", c->failure())});
+    }
     counters_.upstream_connect_failures.inc();
     return nullptr;
   }
@@ -651,7 +656,12 @@ void Pool::drainWaiting() {
 
 void Pool::onConnectionUp(Connection& c) {
   Health& h = health_[c.upstream()];
-  if (h.failures > 0) log::info("upstream {}: connected again", upstreams_[c.upstream()].label());
+  if (h.failures > 0 && log::enabled(log::Level::Info)) {
+    const std::string label = upstreams_[c.upstream()].label();
+    log::event(log::Level::Info, "upstream_recovered",
+               fmt::format("upstream {}: connected again", label),
+               {log::field("upstream", label), log::field("failures", h.failures)});
+  }
   h.failures = 0;
   h.down_until = {};
   if (!h.usable) {
@@ -689,8 +699,13 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
     // without answering in between is avoided like one that cannot be reached.
     if (lost_queries) ++h.broken;
     if (h.broken < 2) {
-      log::info("upstream {}: connection lost: {}", up.label(),
-                c.failure().empty() ? std::string(errcName(why)) : c.failure());
+      if (log::enabled(log::Level::Info)) {
+        std::string error = c.failure().empty() ? std::string(errcName(why)) : c.failure();
+        log::event(log::Level::Info, "upstream_connection_lost",
+                   fmt::format("upstream {}: connection lost: {}", up.label(), error),
+                   {log::field("upstream", up.label()), log::field("error", error),
+                    log::field("cause", errcName(why))});
+      }
       return;
     }
     strikes = h.broken - 1;
@@ -704,9 +719,15 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
   auto backoff = settings_.backoff_initial * (1u << std::min(strikes - 1, 16u));
   if (backoff > settings_.backoff_max) backoff = settings_.backoff_max;
   h.down_until = loop_.now() + backoff;
-  log::warn("upstream {}: {} ({}); backing off {} ms", up.label(),
-            c.failure().empty() ? std::string(errcName(why)) : c.failure(), errcName(why),
-            std::chrono::duration_cast<milliseconds>(backoff).count());
+  if (log::enabled(log::Level::Warn)) {
+    std::string error = c.failure().empty() ? std::string(errcName(why)) : c.failure();
+    auto ms = std::chrono::duration_cast<milliseconds>(backoff).count();
+    log::event(log::Level::Warn, "upstream_backoff",
+               fmt::format("upstream {}: {} ({}); backing off {} ms", up.label(), error,
+                           errcName(why), ms),
+               {log::field("upstream", up.label()), log::field("error", error),
+                log::field("cause", errcName(why)), log::field("backoff_ms", ms)});
+  }
 }
 
 }  // namespace dotproxy::upstream

@@ -28,6 +28,8 @@ struct Settings {
   std::vector<net::SocketAddress> listen;  // default 127.0.0.1:53
   unsigned workers = 0;                    // 0 = one per core
   log::Level log_level = log::Level::Info;
+  log::Format log_format = log::Format::Text;
+  unsigned query_log = 0;                     // log one answered query in N (0 = no query log)
   size_t max_udp_size = 1232;                 // our EDNS buffer size, cap on UDP replies
   unsigned tcp_max_clients = 1024;            // concurrent TCP clients, whole process
   unsigned tcp_max_inflight = 128;            // pipelined queries in flight per TCP client
