@@ -245,3 +245,30 @@ def test_metrics_address_errors(mock, proxy, processes, tmp_path):
     err = proc.stderr_text()
     assert proc.stop() == 2
     assert f"{cfg}:2: server.metrics" in err, err
+
+
+def test_per_upstream_metrics(mock, proxy):
+    good = mock()
+    dead = f"127.0.0.1:{free_port()}#dotmock.test"
+    p = proxy(good, "--metrics", "127.0.0.1:0", "--query-timeout", "1000",
+              upstreams=[good.upstream_spec(), dead],
+              config="[upstream]\nbackoff_initial_ms = 5000\nbackoff_max_ms = 10000\n")
+    addr = metrics_addr(p)
+    # Both upstreams are tried at start; the dead one fails its connection and backs off.
+    s = wait_for(lambda: (x := scrape(addr)) and value(
+        x, "dotproxy_upstream_server_failures_total", upstream=dead, cause="connect") >= 1 and
+        value(x, "dotproxy_upstream_server_up", upstream=good.upstream_spec()) == 1 and x,
+        5, what="one upstream up and the other counted as failing")
+    assert value(s, "dotproxy_upstream_server_up", upstream=dead) == 0
+    for i in range(5):
+        assert p.udp(make_query(f"pu{i}.test.")).rcode() == dns.rcode.NOERROR
+    s = scrape(addr)
+    assert value(s, "dotproxy_upstream_server_answers_total", upstream=good.upstream_spec()) == 5
+    assert value(s, "dotproxy_upstream_server_answers_total", upstream=dead) == 0
+    assert value(s, "dotproxy_upstream_server_queries_total", upstream=good.upstream_spec()) == 5
+    assert value(s, "dotproxy_upstream_server_handshakes_total", upstream=good.upstream_spec()) >= 1
+    assert value(s, "dotproxy_upstream_server_connections_open",
+                 upstream=good.upstream_spec()) >= 1
+    assert value(s, "dotproxy_upstream_inflight") == 0
+    assert http_get(addr, "/readyz")[0] == 200  # one upstream is enough
+    assert p.stop() == 0

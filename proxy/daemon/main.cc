@@ -198,6 +198,8 @@ int run(int argc, char** argv) {
     st.ready = upstream && !st.draining;
     return st;
   };
+  std::vector<std::string> upstream_labels;
+  for (const auto& u : upstreams) upstream_labels.push_back(u.label());
   std::optional<HttpServer> http;
   if (metrics_fd) {
     http.emplace(std::move(metrics_fd), [&](std::string_view path) -> HttpReply {
@@ -205,7 +207,7 @@ int run(int argc, char** argv) {
         std::vector<const metrics::Counters*> all;
         for (auto& w : pool) all.push_back(&w->counters());
         return {.content_type = std::string(metrics::Exposition::kContentType),
-                .body = renderMetrics(all, cache.stats(), state())};
+                .body = renderMetrics(all, upstream_labels, cache.stats(), state())};
       }
       if (path == "/healthz") return {.body = "ok\n"};
       if (path == "/readyz") {

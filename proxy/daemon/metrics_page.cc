@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <string_view>
+#include <utility>
 
 #include "dotproxy/metrics/exposition.h"
 
@@ -79,10 +81,75 @@ void rcodeName(uint16_t rcode, std::string& out) {
   out = rcode < std::size(kNames) ? std::string(kNames[rcode]) : fmt::format("RCODE{}", rcode);
 }
 
+using UC = metrics::UpstreamCounters;
+
+// The per-upstream families, labelled by the upstream's "address:port#name".
+void renderUpstreams(Exposition& e, const std::vector<const metrics::Counters*>& workers,
+                     const std::vector<std::string>& upstreams) {
+  auto total = [&](size_t u, metrics::Counter UC::* field) {
+    uint64_t v = 0;
+    for (const auto* w : workers) {
+      if (u < w->upstream_count) v += (w->upstreams[u].*field).get();
+    }
+    return v;
+  };
+  auto family = [&](std::string_view name, std::string_view help, metrics::Counter UC::* field) {
+    e.family(name, "counter", help);
+    for (size_t u = 0; u < upstreams.size(); ++u) {
+      e.sample(name, {{"upstream", upstreams[u]}}, total(u, field));
+    }
+  };
+  family("dotproxy_upstream_server_queries_total", "Queries sent to this upstream (attempts).",
+         &UC::queries);
+  family("dotproxy_upstream_server_answers_total", "Valid answers from this upstream.",
+         &UC::answers);
+  e.family("dotproxy_upstream_server_failures_total", "counter",
+           "This upstream's failures, by cause.");
+  static constexpr std::pair<std::string_view, metrics::Counter UC::*> kCauses[] = {
+      {"timeout", &UC::timeouts},       {"malformed", &UC::malformed},
+      {"mismatch", &UC::mismatch},      {"tls", &UC::tls_failures},
+      {"verify", &UC::verify_failures}, {"connect", &UC::connect_failures},
+      {"reset", &UC::resets},           {"stall", &UC::stalls}};
+  for (size_t u = 0; u < upstreams.size(); ++u) {
+    for (const auto& [cause, field] : kCauses) {
+      e.sample("dotproxy_upstream_server_failures_total",
+               {{"upstream", upstreams[u]}, {"cause", cause}}, total(u, field));
+    }
+  }
+  family("dotproxy_upstream_server_connects_total", "TCP connections opened to this upstream.",
+         &UC::connects);
+  family("dotproxy_upstream_server_handshakes_total",
+         "TLS handshakes completed with this upstream.", &UC::handshakes);
+  family("dotproxy_upstream_server_resumptions_total",
+         "Handshakes with this upstream that resumed a TLS session.", &UC::resumed);
+  family("dotproxy_upstream_server_idle_closes_total", "Idle connections to this upstream closed.",
+         &UC::idle_closes);
+  e.family("dotproxy_upstream_server_connections_open", "gauge",
+           "TLS connections to this upstream ready now, all workers.");
+  for (size_t u = 0; u < upstreams.size(); ++u) {
+    int64_t open = 0;
+    for (const auto* w : workers) {
+      if (u < w->upstream_count) open += w->upstreams[u].connections_open.get();
+    }
+    e.sample("dotproxy_upstream_server_connections_open", {{"upstream", upstreams[u]}},
+             static_cast<uint64_t>(std::max<int64_t>(open, 0)));
+  }
+  e.family("dotproxy_upstream_server_up", "gauge",
+           "1 when some worker's last connection attempt to this upstream worked.");
+  for (size_t u = 0; u < upstreams.size(); ++u) {
+    bool up = false;
+    for (const auto* w : workers) {
+      if (u < w->upstream_count && w->upstreams[u].usable.get() > 0) up = true;
+    }
+    e.sample("dotproxy_upstream_server_up", {{"upstream", upstreams[u]}}, uint64_t{up});
+  }
+}
+
 }  // namespace
 
 std::string renderMetrics(const std::vector<const metrics::Counters*>& workers,
-                          const cache::CacheStats& cache, const ProcessState& state) {
+                          const std::vector<std::string>& upstreams, const cache::CacheStats& cache,
+                          const ProcessState& state) {
   Exposition e;
   e.family("dotproxy_build_info", "gauge", "Always 1; the version is a label.");
   e.sample("dotproxy_build_info", {{"version", DOTPROXY_VERSION}}, uint64_t{1});
@@ -188,6 +255,12 @@ std::string renderMetrics(const std::vector<const metrics::Counters*>& workers,
   e.family("dotproxy_upstreams_usable", "gauge",
            "Upstreams whose last connection attempt worked (the best worker's view).");
   e.sample("dotproxy_upstreams_usable", {}, static_cast<uint64_t>(std::max<int64_t>(usable, 0)));
+
+  int64_t inflight = 0;
+  for (const auto* w : workers) inflight += w->upstream_inflight.get();
+  e.family("dotproxy_upstream_inflight", "gauge", "Queries waiting for an upstream answer now.");
+  e.sample("dotproxy_upstream_inflight", {}, static_cast<uint64_t>(std::max<int64_t>(inflight, 0)));
+  renderUpstreams(e, workers, upstreams);
 
   e.family("dotproxy_cache_entries", "gauge", "Answers in the cache.");
   e.sample("dotproxy_cache_entries", {}, uint64_t{cache.entries});

@@ -17,7 +17,9 @@ struct ProcessState {
   unsigned tcp_clients_open = 0;
 };
 
+// `upstreams`: the upstreams' labels, in the configured order (as every worker's pool has them).
 std::string renderMetrics(const std::vector<const metrics::Counters*>& workers,
-                          const cache::CacheStats& cache, const ProcessState& state);
+                          const std::vector<std::string>& upstreams, const cache::CacheStats& cache,
+                          const ProcessState& state);
 
 }  // namespace dotproxy::daemon

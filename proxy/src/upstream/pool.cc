@@ -110,6 +110,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
     int err = 0;
     auto fd = net::tcpConnect(up.address, &err);
     pool_.counters_.upstream_connects.inc();
+    pool_.perUpstream(upstream_).connects.inc();
     started_ = pool_.loop_.now();
     if (!fd) {
       failure_ = fmt::format("connect: {}", std::strerror(err));
@@ -174,6 +175,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       stall_timer_ = 0;
       if (state_ != State::Ready || last_rx_ >= sent) return;
       pool_.counters_.upstream_stalls.inc();
+      pool_.perUpstream(upstream_).stalls.inc();
       failure_ = fmt::format("no answer for {} ms, abandoning the connection",
                              2 * pool_.settings_.attempt_timeout.count());
       fail(Errc::Timeout);
@@ -216,6 +218,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       }
       state_ = State::Ready;
       pool_.counters_.upstream_connections_open.add(1);
+      pool_.perUpstream(upstream_).connections_open.add(1);
       pool_.counters_.handshake_latency.observe(pool_.loop_.now() - started_);
       pool_.loop_.cancel(connect_timer_);
       connect_timer_ = 0;
@@ -273,7 +276,10 @@ class Pool::Connection final : public net::EventLoop::Handler {
   }
 
   void teardown() {
-    if (state_ == State::Ready) pool_.counters_.upstream_connections_open.add(-1);
+    if (state_ == State::Ready) {
+      pool_.counters_.upstream_connections_open.add(-1);
+      pool_.perUpstream(upstream_).connections_open.add(-1);
+    }
     state_ = State::Closed;
     cancelTimers();
     if (fd_) pool_.loop_.remove(fd_.get());
@@ -313,6 +319,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       idle_timer_ = 0;
       if (pending_.empty() && pool_.loop_.now() - last_used_ >= pool_.settings_.idle_timeout) {
         pool_.counters_.upstream_idle_closes.inc();
+        pool_.perUpstream(upstream_).idle_closes.inc();
         closeQuietly();
         return;
       }
@@ -368,6 +375,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
     auto it = msg.size() >= 2 ? pending_.find(loadU16(msg.data())) : pending_.end();
     if (it == pending_.end()) {
       (info ? pool_.counters_.upstream_mismatch : pool_.counters_.upstream_malformed).inc();
+      (info ? pool_.perUpstream(upstream_).mismatch : pool_.perUpstream(upstream_).malformed).inc();
       return;
     }
     uint16_t qid = it->first;
@@ -381,15 +389,18 @@ class Pool::Connection final : public net::EventLoop::Handler {
     if (!info) {
       // Our ID on a message that does not parse: that attempt failed, retry it now.
       pool_.counters_.upstream_malformed.inc();
+      pool_.perUpstream(upstream_).malformed.inc();
       pool_.onAttemptFailed(p.request_id, id_, qid, Errc::FormErr);
       return;
     }
     if (!dns::answerMatches(*info, qid, p.qname, p.qtype, p.qclass)) {
       pool_.counters_.upstream_mismatch.inc();
+      pool_.perUpstream(upstream_).mismatch.inc();
       pool_.onAttemptFailed(p.request_id, id_, qid, Errc::Mismatch);
       return;
     }
     pool_.counters_.upstream_answers.inc();
+    pool_.perUpstream(upstream_).answers.inc();
     pool_.counters_.upstream_latency.observe(pool_.loop_.now() - p.sent);
     pool_.onAnswer(*this, p.request_id, Answer{std::move(msg), std::move(*info)});
   }
@@ -445,7 +456,10 @@ Pool::Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSett
       health_(upstreams_.size()),
       settings_(settings),
       counters_(counters),
-      sessions_(upstreams_.size()) {}
+      sessions_(upstreams_.size()) {
+  counters_.upstreams = std::make_unique<metrics::UpstreamCounters[]>(upstreams_.size());
+  counters_.upstream_count = upstreams_.size();
+}
 
 Pool::~Pool() {
   close();
@@ -481,6 +495,7 @@ void Pool::resolve(Question q, Clock::time_point deadline, Completion done) {
     }
   });
   requests_.emplace(id, std::move(r));
+  counters_.upstream_inflight.add(1);
   attempt(id);
 }
 
@@ -532,6 +547,7 @@ Pool::Connection* Pool::open(size_t upstream) {
                   log::field("error", c->failure())});
     }
     counters_.upstream_connect_failures.inc();
+    perUpstream(upstream).connect_failures.inc();
     return nullptr;
   }
   Connection* raw = c.get();
@@ -569,6 +585,7 @@ void Pool::attempt(uint64_t request_id) {
   ++r.attempts;
   r.last_upstream = up;
   counters_.upstream_queries.inc();
+  perUpstream(static_cast<size_t>(up)).queries.inc();
   uint64_t conn_id = c->id();
   uint16_t qid = c->send(request_id, r.q);
   r.outstanding.push_back({conn_id, qid});
@@ -585,6 +602,7 @@ void Pool::onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid)
   Request& r = *it->second;
   r.attempt_timer = 0;
   counters_.upstream_timeouts.inc();
+  if (r.last_upstream >= 0) perUpstream(static_cast<size_t>(r.last_upstream)).timeouts.inc();
   if (auto c = connections_.find(conn_id); c != connections_.end()) {
     auto sent = c->second->sentAt(qid);
     if (sent && c->second->state() == Connection::State::Ready) c->second->suspectStall(*sent);
@@ -629,6 +647,7 @@ void Pool::finish(uint64_t request_id, Result<Answer> result) {
   if (it == requests_.end()) return;
   std::unique_ptr<Request> r = std::move(it->second);
   requests_.erase(it);
+  counters_.upstream_inflight.add(-1);
   loop_.cancel(r->deadline_timer);
   loop_.cancel(r->attempt_timer);
   for (auto& o : r->outstanding) {
@@ -667,9 +686,12 @@ void Pool::onConnectionUp(Connection& c) {
   if (!h.usable) {
     h.usable = true;
     counters_.upstreams_usable.add(1);
+    perUpstream(c.upstream()).usable.add(1);
   }
   counters_.upstream_handshakes.inc();
+  perUpstream(c.upstream()).handshakes.inc();
   if (c.resumed()) counters_.upstream_resumed.inc();
+  if (c.resumed()) perUpstream(c.upstream()).resumed.inc();
   loop_.defer([this] { drainWaiting(); });
 }
 
@@ -679,16 +701,22 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
     case Errc::TlsVerifyFailed:
     case Errc::PinMismatch:
       counters_.upstream_verify_failures.inc();
+      perUpstream(c.upstream()).verify_failures.inc();
       break;
     case Errc::TlsError:
       counters_.upstream_tls_failures.inc();
+      perUpstream(c.upstream()).tls_failures.inc();
       break;
     case Errc::Reset:
     case Errc::Closed:
       counters_.upstream_resets.inc();
+      perUpstream(c.upstream()).resets.inc();
       break;
     default:
-      if (!was_up) counters_.upstream_connect_failures.inc();
+      if (!was_up) {
+        counters_.upstream_connect_failures.inc();
+        perUpstream(c.upstream()).connect_failures.inc();
+      }
       break;
   }
   Health& h = health_[c.upstream()];
@@ -715,6 +743,7 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
   if (h.usable) {
     h.usable = false;
     counters_.upstreams_usable.add(-1);
+    perUpstream(c.upstream()).usable.add(-1);
   }
   auto backoff = settings_.backoff_initial * (1u << std::min(strikes - 1, 16u));
   if (backoff > settings_.backoff_max) backoff = settings_.backoff_max;

@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -110,6 +111,14 @@ constexpr size_t qtypeSlot(uint16_t qtype) noexcept {
   X(padded_queries)
 // clang-format on
 
+// One upstream's share of the upstream counters, per worker (labelled `upstream` on /metrics).
+struct UpstreamCounters {
+  Counter queries, answers, timeouts, malformed, mismatch, tls_failures, verify_failures,
+      connect_failures, resets, stalls, connects, handshakes, resumed, idle_closes;
+  Gauge connections_open;  // TLS ready now
+  Gauge usable;            // 1 when the last connection attempt worked
+};
+
 struct Counters {
 #define DOTPROXY_COUNTER_FIELD(name) Counter name;
   DOTPROXY_COUNTERS(DOTPROXY_COUNTER_FIELD)
@@ -121,7 +130,11 @@ struct Counters {
   Histogram upstream_latency;                                   // query sent -> answer, per attempt
   Histogram handshake_latency;                                  // TCP connect -> TLS ready
   Gauge upstream_connections_open;                              // TLS ready, not yet closed
-  Gauge upstreams_usable;  // upstreams whose last connection attempt worked
+  Gauge upstreams_usable;   // upstreams whose last connection attempt worked
+  Gauge upstream_inflight;  // queries waiting for an upstream answer
+  // Per upstream, in the configured order; sized once by upstream::Pool before the worker runs.
+  std::unique_ptr<UpstreamCounters[]> upstreams;
+  size_t upstream_count = 0;
 };
 
 struct CounterValue {

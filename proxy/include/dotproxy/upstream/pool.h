@@ -62,6 +62,7 @@ using Completion = std::move_only_function<void(Result<Answer>)>;
 
 class Pool {
  public:
+  // Sizes counters.upstreams to the upstream list (per-upstream counters, in the same order).
   Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSettings& settings,
        metrics::Counters& counters);
   ~Pool();
@@ -96,6 +97,7 @@ class Pool {
   void onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_queries);
   Connection* pickConnection(size_t upstream_index, const Request& r);
   Connection* open(size_t upstream_index);  // nullptr if the socket could not be created
+  metrics::UpstreamCounters& perUpstream(size_t i) noexcept { return counters_.upstreams[i]; }
   int pickUpstream(const Request& r);
   void drainWaiting();
 
