@@ -272,3 +272,29 @@ def test_per_upstream_metrics(mock, proxy):
     assert value(s, "dotproxy_upstream_inflight") == 0
     assert http_get(addr, "/readyz")[0] == 200  # one upstream is enough
     assert p.stop() == 0
+
+
+def test_grafana_dashboard_uses_only_exported_metrics(mock, proxy):
+    """deploy/grafana/dotproxy-dashboard.json is valid JSON and every metric and label it queries
+    exists on a live /metrics."""
+    import json
+    import re
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).parent.parent / "deploy/grafana/dotproxy-dashboard.json")
+                      .read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 20
+    m = mock()
+    p = proxy(m, "--metrics", "127.0.0.1:0")
+    assert p.udp(make_query("g.test.")).rcode() == dns.rcode.NOERROR
+    samples = scrape(metrics_addr(p))
+    names = {name for name, _ in samples}
+    labels = {k for _, ls in samples for k, _ in ls} | {"instance", "le"}
+    for e in exprs:
+        for name in re.findall(r"\bdotproxy_[a-z_]+", e):
+            assert name in names, f"{name} (in {e}) is not exported"
+        for group in re.findall(r"by \(([^)]*)\)", e):
+            for label in group.split(","):
+                assert label.strip() in labels, f"label {label} (in {e}) is not exported"
+    assert p.stop() == 0

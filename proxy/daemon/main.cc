@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -198,6 +199,7 @@ int run(int argc, char** argv) {
     st.ready = upstream && !st.draining;
     return st;
   };
+  const auto started_at = std::chrono::steady_clock::now();
   std::vector<std::string> upstream_labels;
   for (const auto& u : upstreams) upstream_labels.push_back(u.label());
   std::optional<HttpServer> http;
@@ -209,6 +211,16 @@ int run(int argc, char** argv) {
         return {.content_type = std::string(metrics::Exposition::kContentType),
                 .body = renderMetrics(all, upstream_labels, cache.stats(), state())};
       }
+      if (path == "/" || path == "/index.html") {
+        return {.content_type = "text/html; charset=utf-8", .body = std::string(statusPageHtml())};
+      }
+      if (path == "/status.json") {
+        std::vector<const metrics::Counters*> all;
+        for (auto& w : pool) all.push_back(&w->counters());
+        std::chrono::duration<double> up = std::chrono::steady_clock::now() - started_at;
+        return {.content_type = "application/json",
+                .body = renderStatusJson(all, upstream_labels, cache.stats(), state(), up.count())};
+      }
       if (path == "/healthz") return {.body = "ok\n"};
       if (path == "/readyz") {
         ProcessState st = state();
@@ -216,7 +228,7 @@ int run(int argc, char** argv) {
         return {.status = 503,
                 .body = st.draining ? "draining\n" : "not ready: no upstream reachable yet\n"};
       }
-      return {.status = 404, .body = "not found: try /metrics, /healthz or /readyz\n"};
+      return {.status = 404, .body = "not found: try /, /metrics, /healthz or /readyz\n"};
     });
   }
 

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "dotproxy/metrics/exposition.h"
+#include "dotproxy/util/json.h"
 
 namespace dotproxy::daemon {
 
@@ -277,6 +278,73 @@ std::string renderMetrics(const std::vector<const metrics::Counters*>& workers,
   e.sample("dotproxy_cache_hit_ratio", {},
            hits + misses ? static_cast<double>(hits) / static_cast<double>(hits + misses) : 0.0);
   return e.text();
+}
+
+std::string renderStatusJson(const std::vector<const metrics::Counters*>& workers,
+                             const std::vector<std::string>& upstreams,
+                             const cache::CacheStats& cache, const ProcessState& state,
+                             double uptime_seconds) {
+  auto values = metrics::sum(workers);
+  auto get = [&](std::string_view name) -> uint64_t {
+    for (const auto& cv : values) {
+      if (cv.name == name) return cv.value;
+    }
+    return 0;
+  };
+  std::string out = fmt::format(
+      "{{\"version\":{},\"uptime_s\":{:.3f},\"ready\":{},\"draining\":{},\"workers\":{},"
+      "\"queries\":{},\"tcp_clients_open\":{},\"servfail\":{},\"dropped\":{},",
+      jsonString(DOTPROXY_VERSION), uptime_seconds, state.ready, state.draining, state.workers,
+      get("udp_queries") + get("tcp_queries"), state.tcp_clients_open, get("servfail"),
+      get("dropped_short") + get("dropped_response") + get("udp_send_failures") +
+          get("coalesce_overflow"));
+  metrics::HistogramSnapshot latency;
+  out += "\"answers\":{";
+  for (size_t i = 0; i < metrics::kAnswerSources.size(); ++i) {
+    metrics::HistogramSnapshot h;
+    for (const auto* w : workers) h.add(w->answer_latency[i].snapshot());
+    latency.add(h);
+    out += fmt::format("{}\"{}\":{}", i ? "," : "", metrics::kAnswerSources[i], h.count);
+  }
+  out += fmt::format(
+      "}},\"cache\":{{\"hits\":{},\"misses\":{},\"stale\":{},\"entries\":{},\"bytes\":{},"
+      "\"evictions\":{}}},",
+      get("cache_hits"), get("cache_misses"), get("cache_stale"), cache.entries, cache.bytes,
+      cache.evictions);
+  out += "\"latency\":{\"bounds_us\":[";
+  for (size_t i = 0; i < metrics::kLatencyBucketsUs.size(); ++i) {
+    out += fmt::format("{}{}", i ? "," : "", metrics::kLatencyBucketsUs[i]);
+  }
+  out += "],\"buckets\":[";
+  for (size_t i = 0; i < latency.buckets.size(); ++i) {
+    out += fmt::format("{}{}", i ? "," : "", latency.buckets[i]);
+  }
+  out += "]},\"upstreams\":[";
+  for (size_t u = 0; u < upstreams.size(); ++u) {
+    uint64_t queries = 0, answers = 0, failures = 0, handshakes = 0, resumed = 0;
+    int64_t open = 0;
+    bool up = false;
+    for (const auto* w : workers) {
+      if (u >= w->upstream_count) continue;
+      const metrics::UpstreamCounters& c = w->upstreams[u];
+      queries += c.queries.get();
+      answers += c.answers.get();
+      failures += c.timeouts.get() + c.malformed.get() + c.mismatch.get() + c.tls_failures.get() +
+                  c.verify_failures.get() + c.connect_failures.get() + c.resets.get() +
+                  c.stalls.get();
+      handshakes += c.handshakes.get();
+      resumed += c.resumed.get();
+      open += c.connections_open.get();
+      up = up || c.usable.get() > 0;
+    }
+    out += fmt::format(
+        "{}{{\"name\":{},\"up\":{},\"connections\":{},\"queries\":{},\"answers\":{},"
+        "\"failures\":{},\"handshakes\":{},\"resumed\":{}}}",
+        u ? "," : "", jsonString(upstreams[u]), up, std::max<int64_t>(open, 0), queries, answers,
+        failures, handshakes, resumed);
+  }
+  out += "]}";
+  return out;
 }
 
 }  // namespace dotproxy::daemon
