@@ -298,3 +298,27 @@ def test_grafana_dashboard_uses_only_exported_metrics(mock, proxy):
             for label in group.split(","):
                 assert label.strip() in labels, f"label {label} (in {e}) is not exported"
     assert p.stop() == 0
+
+
+def test_tcp_closes_are_counted_once_by_reason(mock, proxy):
+    m = mock()
+    p = proxy(m, "--metrics", "127.0.0.1:0", config="[server]\ntcp_idle_timeout_ms = 300\n")
+    addr = metrics_addr(p)
+    before = scrape(addr)
+    assert p.tcp(make_query("c.test.")).rcode() == dns.rcode.NOERROR  # dnspython closes after
+    idle = socket.create_connection(p.addr, timeout=5)
+    try:
+        idle.settimeout(5)
+        assert idle.recv(1) == b""  # closed by dotproxy after the idle timeout
+    finally:
+        idle.close()
+
+    def closed(reason):
+        return value(scrape(addr), "dotproxy_tcp_closed_total", reason=reason) - value(
+            before, "dotproxy_tcp_closed_total", reason=reason)
+
+    wait_for(lambda: closed("client") == 1 and closed("idle") == 1, 5,
+             what="one client close and one idle close")
+    assert closed("error") == 0  # an idle close is not also an error
+    assert value(scrape(addr), "dotproxy_tcp_clients_open") == 0
+    assert p.stop() == 0

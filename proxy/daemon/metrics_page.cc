@@ -39,9 +39,10 @@ constexpr Mapping kMappings[] = {
     {"truncated", "dotproxy_truncated_total", "", "UDP answers sent truncated (TC=1) to fit the client's size."},
     {"coalesced", "dotproxy_coalesced_total", "", "Queries that joined an identical question already in flight."},
     {"tcp_connections", "dotproxy_tcp_connections_total", "", "TCP client connections accepted."},
-    {"tcp_refused_overload", "dotproxy_tcp_closed_total", "reason=overload", "TCP client connections closed by dotproxy, by reason."},
+    {"tcp_refused_overload", "dotproxy_tcp_closed_total", "reason=overload", "TCP client connections closed, by reason (client: the client closed first)."},
     {"tcp_closed_idle", "dotproxy_tcp_closed_total", "reason=idle", ""},
     {"tcp_closed_error", "dotproxy_tcp_closed_total", "reason=error", ""},
+    {"tcp_closed_client", "dotproxy_tcp_closed_total", "reason=client", ""},
     {"cache_hits", "dotproxy_cache_lookups_total", "result=hit", "Cache lookups, by result."},
     {"cache_misses", "dotproxy_cache_lookups_total", "result=miss", ""},
     {"cache_stale", "dotproxy_cache_lookups_total", "result=stale", ""},
@@ -125,6 +126,14 @@ void renderUpstreams(Exposition& e, const std::vector<const metrics::Counters*>&
          "Handshakes with this upstream that resumed a TLS session.", &UC::resumed);
   family("dotproxy_upstream_server_idle_closes_total", "Idle connections to this upstream closed.",
          &UC::idle_closes);
+  family("dotproxy_upstream_server_closes_total",
+         "Ready connections to this upstream closed, for any reason.", &UC::closes);
+  e.family("dotproxy_upstream_server_connection_age_seconds_total", "counter",
+           "Summed age of this upstream's closed connections (mean age = this / closes).");
+  for (size_t u = 0; u < upstreams.size(); ++u) {
+    e.sample("dotproxy_upstream_server_connection_age_seconds_total", {{"upstream", upstreams[u]}},
+             static_cast<double>(total(u, &UC::lifetime_ms)) / 1000.0);
+  }
   e.family("dotproxy_upstream_server_connections_open", "gauge",
            "TLS connections to this upstream ready now, all workers.");
   for (size_t u = 0; u < upstreams.size(); ++u) {

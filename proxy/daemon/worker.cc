@@ -96,7 +96,7 @@ class TcpClient final : public net::EventLoop::Handler {
     if (ev & EPOLLIN) readAll();
     if (closed_) return;
     if (ev & (EPOLLERR | EPOLLHUP) && !(ev & EPOLLIN)) {
-      close(false);
+      close(Closing::Error);
       return;
     }
     if (ev & EPOLLOUT) flush();
@@ -136,7 +136,7 @@ class TcpClient final : public net::EventLoop::Handler {
           read_closed_ = true;  // half-close: still answer what was asked
           break;
         }
-        close(false);
+        close(Closing::Error);
         return;
       }
       framer_.feed({buf, *n});
@@ -144,7 +144,7 @@ class TcpClient final : public net::EventLoop::Handler {
         last_activity_ = w_.loop().now();
         if (msg->empty()) {  // a zero-length frame is not a DNS message
           w_.counters().dropped_short.inc();
-          close(false);
+          close(Closing::Error);
           return;
         }
         ++inflight_;
@@ -167,7 +167,7 @@ class TcpClient final : public net::EventLoop::Handler {
       auto n = net::writeSome(fd_.get(), WireView(out_).subspan(out_off_));
       if (!n) {
         if (n.error() == Errc::WantWrite) break;
-        close(false);
+        close(Closing::Error);
         return;
       }
       out_off_ += *n;
@@ -189,7 +189,7 @@ class TcpClient final : public net::EventLoop::Handler {
   }
 
   void maybeClose() {
-    if (!closed_ && read_closed_ && inflight_ == 0 && out_.empty()) close(true);
+    if (!closed_ && read_closed_ && inflight_ == 0 && out_.empty()) close(Closing::Orderly);
   }
 
   void armIdle(Clock::duration d) {
@@ -198,18 +198,29 @@ class TcpClient final : public net::EventLoop::Handler {
       auto idle_for = w_.loop().now() - last_activity_;
       auto limit = w_.settings().tcp_idle_timeout;
       if (inflight_ == 0 && idle_for >= limit) {
-        w_.counters().tcp_closed_idle.inc();
-        close(false);
+        close(Closing::Idle);
         return;
       }
       armIdle(inflight_ > 0 ? limit : limit - idle_for);
     });
   }
 
-  void close(bool orderly) {
+  // Orderly: the client closed its side (or we drained) and every answer went out.
+  enum class Closing : uint8_t { Orderly, Idle, Error };
+  void close(Closing why) {
     if (closed_) return;
     closed_ = true;
-    if (!orderly && inflight_ == 0) w_.counters().tcp_closed_error.inc();
+    switch (why) {
+      case Closing::Orderly:
+        w_.counters().tcp_closed_client.inc();
+        break;
+      case Closing::Idle:
+        w_.counters().tcp_closed_idle.inc();
+        break;
+      case Closing::Error:
+        w_.counters().tcp_closed_error.inc();
+        break;
+    }
     w_.loop().remove(fd_.get());
     w_.loop().cancel(idle_timer_);
     idle_timer_ = 0;

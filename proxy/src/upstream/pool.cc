@@ -217,6 +217,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
         return;
       }
       state_ = State::Ready;
+      ready_at_ = pool_.loop_.now();
       pool_.counters_.upstream_connections_open.add(1);
       pool_.perUpstream(upstream_).connections_open.add(1);
       pool_.counters_.handshake_latency.observe(pool_.loop_.now() - started_);
@@ -278,7 +279,11 @@ class Pool::Connection final : public net::EventLoop::Handler {
   void teardown() {
     if (state_ == State::Ready) {
       pool_.counters_.upstream_connections_open.add(-1);
-      pool_.perUpstream(upstream_).connections_open.add(-1);
+      metrics::UpstreamCounters& uc = pool_.perUpstream(upstream_);
+      uc.connections_open.add(-1);
+      uc.closes.inc();
+      uc.lifetime_ms.inc(static_cast<uint64_t>(
+          std::chrono::duration_cast<milliseconds>(pool_.loop_.now() - ready_at_).count()));
     }
     state_ = State::Closed;
     cancelTimers();
@@ -441,6 +446,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
   size_t out_off_ = 0;
   std::unordered_map<uint16_t, Pending> pending_;
   Clock::time_point started_{};
+  Clock::time_point ready_at_{};
   Clock::time_point last_rx_{};
   Clock::time_point last_used_{};
   net::EventLoop::TimerId connect_timer_ = 0;

@@ -74,6 +74,7 @@ constexpr size_t qtypeSlot(uint16_t qtype) noexcept {
   X(tcp_connections) \
   X(tcp_refused_overload) \
   X(tcp_closed_idle) \
+  X(tcp_closed_client) \
   X(tcp_closed_error) \
   X(dropped_short) \
   X(dropped_response) \
@@ -115,6 +116,8 @@ constexpr size_t qtypeSlot(uint16_t qtype) noexcept {
 struct UpstreamCounters {
   Counter queries, answers, timeouts, malformed, mismatch, tls_failures, verify_failures,
       connect_failures, resets, stalls, connects, handshakes, resumed, idle_closes;
+  Counter closes;          // TLS-ready connections closed, for any reason
+  Counter lifetime_ms;     // their summed age at close: mean age = lifetime_ms / closes
   Gauge connections_open;  // TLS ready now
   Gauge usable;            // 1 when the last connection attempt worked
 };
