@@ -136,7 +136,8 @@ class Process:
         return self.popen.pid
 
     def stderr_text(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:  # still running (after stop() the file is complete)
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def _fill(self, timeout: float) -> None:

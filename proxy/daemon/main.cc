@@ -3,20 +3,27 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "dotproxy/cache/packet_cache.h"
 #include "dotproxy/config/settings.h"
+#include "dotproxy/metrics/exposition.h"
 #include "dotproxy/net/udp.h"
 #include "dotproxy/tls/tls.h"
 #include "dotproxy/util/log.h"
+#include "http_server.h"
+#include "metrics_page.h"
 #include "worker.h"
 
 namespace dotproxy::daemon {
@@ -81,6 +88,7 @@ int run(int argc, char** argv) {
   if (!parsed) return exit_code;
   config::Settings s = std::move(*parsed);
   log::setLevel(s.log_level);
+  log::setFormat(s.log_format);
 
   // TLS client contexts: one per distinct CA file. Upstreams keep pointers into this map.
   std::map<std::string, std::unique_ptr<tls::ClientContext>> contexts;
@@ -110,9 +118,9 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (s.insecure) {
-    log::warn(
-        "TLS certificate verification is OFF (--insecure): upstream answers can be forged "
-        "by anyone on the path");
+    log::event(log::Level::Warn, "insecure",
+               "TLS certificate verification is OFF (--insecure): upstream answers can be forged "
+               "by anyone on the path");
   }
 
   // Every TCP client and upstream connection is a descriptor: take the hard limit, and say so when
@@ -121,10 +129,12 @@ int run(int argc, char** argv) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
     if (lim.rlim_cur < s.tcp_max_clients + 256) {
-      log::warn(
-          "open file limit {} is low for tcp_max_clients = {}; raise it (ulimit -n, "
-          "LimitNOFILE=) or lower tcp_max_clients",
-          static_cast<unsigned long>(lim.rlim_cur), s.tcp_max_clients);
+      log::event(log::Level::Warn, "fd_limit_low",
+                 fmt::format("open file limit {} is low for tcp_max_clients = {}; raise it "
+                             "(ulimit -n, LimitNOFILE=) or lower tcp_max_clients",
+                             static_cast<unsigned long>(lim.rlim_cur), s.tcp_max_clients),
+                 {log::field("limit", static_cast<unsigned long>(lim.rlim_cur)),
+                  log::field("tcp_max_clients", s.tcp_max_clients)});
     }
   }
 
@@ -135,6 +145,19 @@ int run(int argc, char** argv) {
   } catch (const StartupError& e) {
     fmt::print(stderr, "dotproxy: {}\n", e.what());
     return 1;
+  }
+
+  net::Fd metrics_fd;
+  if (s.metrics) {
+    int err = 0;
+    auto fd = net::tcpListener(*s.metrics, false, 64, &err);
+    if (!fd) {
+      fmt::print(stderr, "dotproxy: cannot bind the metrics endpoint {}: {} (check --metrics)\n",
+                 s.metrics->toString(), std::strerror(err));
+      return 1;
+    }
+    s.metrics = net::localAddress(fd->get());
+    metrics_fd = std::move(*fd);
   }
 
   // Signals are taken synchronously by this thread; workers never see them.
@@ -164,6 +187,51 @@ int run(int argc, char** argv) {
   std::vector<std::thread> threads;
   for (auto& w : pool) threads.emplace_back([&w] { w->run(); });
 
+  // /readyz: serving, not draining, and at least one upstream reachable over TLS by some worker
+  // (each worker connects to every upstream at start).
+  std::atomic<bool> draining{false};
+  auto state = [&] {
+    ProcessState st{.draining = draining.load(),
+                    .workers = workers,
+                    .tcp_clients_open = tcp_clients.load(std::memory_order_relaxed)};
+    bool upstream = std::ranges::any_of(
+        pool, [](const auto& w) { return w->counters().upstreams_usable.get() > 0; });
+    st.ready = upstream && !st.draining;
+    return st;
+  };
+  const auto started_at = std::chrono::steady_clock::now();
+  std::vector<std::string> upstream_labels;
+  for (const auto& u : upstreams) upstream_labels.push_back(u.label());
+  std::optional<HttpServer> http;
+  if (metrics_fd) {
+    http.emplace(std::move(metrics_fd), [&](std::string_view path) -> HttpReply {
+      if (path == "/metrics") {
+        std::vector<const metrics::Counters*> all;
+        for (auto& w : pool) all.push_back(&w->counters());
+        return {.content_type = std::string(metrics::Exposition::kContentType),
+                .body = renderMetrics(all, upstream_labels, cache.stats(), state())};
+      }
+      if (path == "/" || path == "/index.html") {
+        return {.content_type = "text/html; charset=utf-8", .body = std::string(statusPageHtml())};
+      }
+      if (path == "/status.json") {
+        std::vector<const metrics::Counters*> all;
+        for (auto& w : pool) all.push_back(&w->counters());
+        std::chrono::duration<double> up = std::chrono::steady_clock::now() - started_at;
+        return {.content_type = "application/json",
+                .body = renderStatusJson(all, upstream_labels, cache.stats(), state(), up.count())};
+      }
+      if (path == "/healthz") return {.body = "ok\n"};
+      if (path == "/readyz") {
+        ProcessState st = state();
+        if (st.ready) return {.body = "ready\n"};
+        return {.status = 503,
+                .body = st.draining ? "draining\n" : "not ready: no upstream reachable yet\n"};
+      }
+      return {.status = 404, .body = "not found: try /, /metrics, /healthz or /readyz\n"};
+    });
+  }
+
   std::string listen_json, listen_text;
   for (size_t i = 0; i < s.listen.size(); ++i) {
     listen_json += fmt::format("{}\"{}\"", i ? "," : "", s.listen[i].toString());
@@ -171,10 +239,20 @@ int run(int argc, char** argv) {
   }
   std::string upstream_text;
   for (const auto& u : upstreams) upstream_text += " " + u.label();
-  log::info("dotproxy {} serving UDP+TCP on {} with {} worker(s), forwarding over TLS to{}",
-            DOTPROXY_VERSION, listen_text, workers, upstream_text);
+  log::event(log::Level::Info, "started",
+             fmt::format("dotproxy {} serving UDP+TCP on {} with {} worker(s), forwarding over TLS "
+                         "to{}",
+                         DOTPROXY_VERSION, listen_text, workers, upstream_text),
+             {log::field("version", DOTPROXY_VERSION), log::field("listen", listen_text),
+              log::field("workers", workers),
+              log::field("upstreams",
+                         std::string_view(upstream_text).substr(upstream_text.empty() ? 0 : 1)),
+              log::field("metrics", s.metrics ? s.metrics->toString() : std::string())});
   // The readiness line scripts and tests wait for (never a fixed sleep).
-  fmt::print("{{\"ready\":true,\"listen\":[{}],\"workers\":{}}}\n", listen_json, workers);
+  std::string metrics_json =
+      s.metrics ? fmt::format(",\"metrics\":\"{}\"", s.metrics->toString()) : std::string();
+  fmt::print("{{\"ready\":true,\"listen\":[{}],\"workers\":{}{}}}\n", listen_json, workers,
+             metrics_json);
   std::fflush(stdout);
 
   auto stats = [&] {
@@ -195,13 +273,16 @@ int run(int argc, char** argv) {
       stats();
       continue;
     }
-    log::info("signal {}: draining (up to {} ms)", sig, s.shutdown_grace.count());
+    log::event(log::Level::Info, "draining",
+               fmt::format("signal {}: draining (up to {} ms)", sig, s.shutdown_grace.count()),
+               {log::field("signal", sig), log::field("grace_ms", s.shutdown_grace.count())});
+    draining = true;
     break;
   }
   for (auto& w : pool) w->drain();
   for (auto& t : threads) t.join();
   stats();
-  log::info("stopped");
+  log::event(log::Level::Info, "stopped", "stopped");
   return 0;
 }
 

@@ -29,7 +29,8 @@ class UdpListener final : public net::EventLoop::Handler {
       size_t n = rx_.receive(fd_.get());
       for (size_t i = 0; i < n; ++i) {
         net::Datagram d = rx_[i];
-        ClientRef client{.udp = this, .peer = d.peer, .local = d.local};
+        ClientRef client{
+            .udp = this, .peer = d.peer, .local = d.local, .received = w_.loop().now()};
         if (d.truncated) {
           // Larger than any query we take: FORMERR from the header we have (never to a response,
           // NOTIMP for an opcode we do not serve, as for any other query).
@@ -81,7 +82,8 @@ class UdpListener final : public net::EventLoop::Handler {
 // clients closed after the idle timeout; a half-closed client still gets its answers.
 class TcpClient final : public net::EventLoop::Handler {
  public:
-  TcpClient(Worker& w, uint64_t id, net::Fd fd) : w_(w), id_(id), fd_(std::move(fd)) {
+  TcpClient(Worker& w, uint64_t id, net::Fd fd, net::SocketAddress peer)
+      : w_(w), id_(id), fd_(std::move(fd)), peer_(peer) {
     last_activity_ = w_.loop().now();
     w_.loop().add(fd_.get(), EPOLLIN, this);
     events_ = EPOLLIN;
@@ -94,7 +96,7 @@ class TcpClient final : public net::EventLoop::Handler {
     if (ev & EPOLLIN) readAll();
     if (closed_) return;
     if (ev & (EPOLLERR | EPOLLHUP) && !(ev & EPOLLIN)) {
-      close(false);
+      close(Closing::Error);
       return;
     }
     if (ev & EPOLLOUT) flush();
@@ -134,7 +136,7 @@ class TcpClient final : public net::EventLoop::Handler {
           read_closed_ = true;  // half-close: still answer what was asked
           break;
         }
-        close(false);
+        close(Closing::Error);
         return;
       }
       framer_.feed({buf, *n});
@@ -142,11 +144,11 @@ class TcpClient final : public net::EventLoop::Handler {
         last_activity_ = w_.loop().now();
         if (msg->empty()) {  // a zero-length frame is not a DNS message
           w_.counters().dropped_short.inc();
-          close(false);
+          close(Closing::Error);
           return;
         }
         ++inflight_;
-        w_.onQuery(*msg, ClientRef{.tcp_id = id_});
+        w_.onQuery(*msg, ClientRef{.peer = peer_, .tcp_id = id_, .received = w_.loop().now()});
         if (closed_) return;
       }
     }
@@ -165,7 +167,7 @@ class TcpClient final : public net::EventLoop::Handler {
       auto n = net::writeSome(fd_.get(), WireView(out_).subspan(out_off_));
       if (!n) {
         if (n.error() == Errc::WantWrite) break;
-        close(false);
+        close(Closing::Error);
         return;
       }
       out_off_ += *n;
@@ -187,7 +189,7 @@ class TcpClient final : public net::EventLoop::Handler {
   }
 
   void maybeClose() {
-    if (!closed_ && read_closed_ && inflight_ == 0 && out_.empty()) close(true);
+    if (!closed_ && read_closed_ && inflight_ == 0 && out_.empty()) close(Closing::Orderly);
   }
 
   void armIdle(Clock::duration d) {
@@ -196,18 +198,29 @@ class TcpClient final : public net::EventLoop::Handler {
       auto idle_for = w_.loop().now() - last_activity_;
       auto limit = w_.settings().tcp_idle_timeout;
       if (inflight_ == 0 && idle_for >= limit) {
-        w_.counters().tcp_closed_idle.inc();
-        close(false);
+        close(Closing::Idle);
         return;
       }
       armIdle(inflight_ > 0 ? limit : limit - idle_for);
     });
   }
 
-  void close(bool orderly) {
+  // Orderly: the client closed its side (or we drained) and every answer went out.
+  enum class Closing : uint8_t { Orderly, Idle, Error };
+  void close(Closing why) {
     if (closed_) return;
     closed_ = true;
-    if (!orderly && inflight_ == 0) w_.counters().tcp_closed_error.inc();
+    switch (why) {
+      case Closing::Orderly:
+        w_.counters().tcp_closed_client.inc();
+        break;
+      case Closing::Idle:
+        w_.counters().tcp_closed_idle.inc();
+        break;
+      case Closing::Error:
+        w_.counters().tcp_closed_error.inc();
+        break;
+    }
     w_.loop().remove(fd_.get());
     w_.loop().cancel(idle_timer_);
     idle_timer_ = 0;
@@ -220,6 +233,7 @@ class TcpClient final : public net::EventLoop::Handler {
   Worker& w_;
   uint64_t id_;
   net::Fd fd_;
+  net::SocketAddress peer_;  // for the query log
   tls::DotFramer framer_;
   PacketBuffer out_;
   size_t out_off_ = 0;
@@ -245,12 +259,13 @@ class TcpListener final : public net::EventLoop::Handler {
   }
   void onEvents(uint32_t) override {
     for (int i = 0; i < 64 && fd_; ++i) {
-      auto fd = net::tcpAccept(fd_.get(), nullptr);
+      net::SocketAddress peer;
+      auto fd = net::tcpAccept(fd_.get(), &peer);
       if (!fd) {
         if (fd.error() == Errc::Overloaded) pause();
         break;
       }
-      w_.addTcpClient(std::move(*fd));
+      w_.addTcpClient(std::move(*fd), peer);
     }
   }
 
@@ -327,6 +342,7 @@ Worker::~Worker() {
 }
 
 void Worker::run() {
+  pool_.preconnect();
   loop_.run();
 }
 
@@ -351,7 +367,7 @@ void Worker::maybeFinishDrain() {
   }
 }
 
-void Worker::addTcpClient(net::Fd fd) {
+void Worker::addTcpClient(net::Fd fd, const net::SocketAddress& peer) {
   if (draining_) return;
   unsigned now_open = tcp_client_count_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (now_open > settings_.tcp_max_clients) {
@@ -361,7 +377,7 @@ void Worker::addTcpClient(net::Fd fd) {
   }
   counters_.tcp_connections.inc();
   uint64_t id = next_tcp_id_++;
-  tcp_clients_.emplace(id, std::make_unique<TcpClient>(*this, id, std::move(fd)));
+  tcp_clients_.emplace(id, std::make_unique<TcpClient>(*this, id, std::move(fd), peer));
 }
 
 void Worker::removeTcpClient(uint64_t id) {
@@ -375,7 +391,14 @@ void Worker::removeTcpClient(uint64_t id) {
   });
 }
 
-void Worker::deliver(const ClientRef& client, WireView reply) {
+void Worker::deliver(const ClientRef& client, WireView reply, metrics::AnswerSource source) {
+  if (reply.size() >= dns::kHeaderSize) {
+    counters_.responses_by_rcode[loadU16(reply.data() + 2) & 0xf].inc();
+    counters_.answer_latency[static_cast<size_t>(source)].observe(loop_.now() - client.received);
+    if (settings_.query_log && ++query_log_seq_ % settings_.query_log == 0) {
+      logQuery(client, reply, source);
+    }
+  }
   if (client.udp) {
     client.udp->send(client, reply);
     return;
@@ -415,8 +438,34 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
     return;
   }
 
+  counters_.queries_by_qtype[metrics::qtypeSlot(q->qtype)].inc();
   if (answerFromCache(*q, raw, client, cache::Stale::Refuse)) return;
   forward(*q, raw, &client);
+}
+
+void Worker::logQuery(const ClientRef& client, WireView reply, metrics::AnswerSource source) {
+  WireReader r(reply);
+  dns::Header h = dns::readHeader(r);
+  std::string name;
+  uint16_t type = 0;
+  if (h.qdcount > 0) {
+    dns::Name n = dns::readName(r);
+    type = r.u16();
+    if (!r.error()) name = n.toText();
+  }
+  std::string rcode(dns::rcodeName(h.rcode()));
+  if (rcode.empty()) rcode = fmt::format("RCODE{}", h.rcode());
+  std::string qtype(dns::typeName(type));
+  if (qtype.empty()) qtype = fmt::format("TYPE{}", type);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(loop_.now() - client.received);
+  std::string peer = client.peer.toString();
+  std::string_view from = metrics::kAnswerSources[static_cast<size_t>(source)];
+  log::event(log::Level::Info, "query",
+             fmt::format("query {} {} {} {} {} {} {}us", peer, client.udp ? "udp" : "tcp", name,
+                         qtype, rcode, from, us.count()),
+             {log::field("client", peer), log::field("transport", client.udp ? "udp" : "tcp"),
+              log::field("name", name), log::field("type", qtype), log::field("rcode", rcode),
+              log::field("source", from), log::field("latency_us", us.count())});
 }
 
 bool Worker::cacheable(const dns::QueryInfo& q) const noexcept {
@@ -437,7 +486,8 @@ bool Worker::answerFromCache(const dns::QueryInfo& q, WireView raw, const Client
   }
   (hit->stale ? counters_.cache_stale : counters_.cache_hits).inc();
   counters_.answers.inc();
-  deliver(client, scratch_.view());
+  deliver(client, scratch_.view(),
+          hit->stale ? metrics::AnswerSource::Stale : metrics::AnswerSource::Cache);
   // RFC 8767-style refresh ahead of expiry: a popular entry near its end goes upstream once, in
   // the background, so that it never misses.
   // (Not from an RD=0 query, whose answer would replace everyone's; not while draining.)
@@ -512,7 +562,8 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
       counters_.servfail.inc();
       out = dns::buildErrorReply(w.raw, dns::Rcode::ServFail);
     }
-    deliver(w.client, out.view());
+    deliver(w.client, out.view(),
+            answer ? metrics::AnswerSource::Upstream : metrics::AnswerSource::Local);
   }
   // A SERVFAIL never replaces an entry that is still good for serving stale, nor one a prefetch
   // (no waiters) was refreshing.

@@ -32,8 +32,9 @@ class TcpClient;
 struct ClientRef {
   UdpListener* udp = nullptr;  // UDP: the socket the query came in on, and the peer
   net::SocketAddress peer;
-  net::PacketInfo local;  // UDP on a wildcard address: where to answer from
-  uint64_t tcp_id = 0;    // TCP: the client connection's id (it may be gone by then)
+  net::PacketInfo local;              // UDP on a wildcard address: where to answer from
+  uint64_t tcp_id = 0;                // TCP: the client connection's id (it may be gone by then)
+  net::Clock::time_point received{};  // for the answer latency histogram
 };
 
 class Worker {
@@ -50,11 +51,13 @@ class Worker {
 
   // Called by the listeners and clients, on the loop.
   void onQuery(WireView raw, const ClientRef& client);
-  void deliver(const ClientRef& client, WireView reply);  // empty reply = no answer (drop)
+  // Sends the reply (empty = no answer, a drop) and counts its RCODE and latency.
+  void deliver(const ClientRef& client, WireView reply,
+               metrics::AnswerSource source = metrics::AnswerSource::Local);
   net::EventLoop& loop() noexcept { return loop_; }
   metrics::Counters& counters() noexcept { return counters_; }
   const config::Settings& settings() const noexcept { return settings_; }
-  void addTcpClient(net::Fd fd);
+  void addTcpClient(net::Fd fd, const net::SocketAddress& peer);
   void removeTcpClient(uint64_t id);
   bool draining() const noexcept { return draining_; }
 
@@ -77,6 +80,7 @@ class Worker {
   bool answerFromCache(const dns::QueryInfo& q, WireView raw, const ClientRef& client,
                        cache::Stale stale);
   void maybeFinishDrain();
+  void logQuery(const ClientRef& client, WireView reply, metrics::AnswerSource source);
 
   config::Settings settings_;
   net::EventLoop loop_;
@@ -89,6 +93,7 @@ class Worker {
   std::unordered_map<uint64_t, std::unique_ptr<TcpClient>> tcp_clients_;
   std::atomic<unsigned>& tcp_client_count_;
   uint64_t next_tcp_id_ = 1;
+  uint64_t query_log_seq_ = 0;
   // Identical questions in flight share one upstream query (key: lower-cased name, type, class and
   // the flags that change the answer).
   std::unordered_map<std::string, Inflight> inflight_;

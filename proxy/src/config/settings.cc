@@ -14,6 +14,9 @@
 //   tcp_idle_timeout_ms = 10000  # idle TCP client connections are closed (RFC 7766 6.2.3)
 //   shutdown_grace_ms = 2000     # 0..: on SIGTERM, time for in-flight queries to finish
 //   forward_ecs = false          # pass the client's EDNS Client Subnet option upstream
+//   metrics = "127.0.0.1:9153"   # HTTP /metrics, /healthz, /readyz; "" or absent = off
+//   log_format = "text"          # "text" | "json" (one JSON object per line, with fields)
+//   query_log = 0                # log one answered query in N; 0 = off, 1 = every query
 //
 //   [upstream]
 //   ca_file = ""                 # PEM CA bundle for upstreams without their own; "" = system store
@@ -76,6 +79,7 @@ namespace dotproxy::config {
 namespace {
 
 constexpr uint16_t kDnsPort = 53;
+constexpr uint16_t kMetricsPort = 9153;
 constexpr uint16_t kDotPort = 853;
 constexpr size_t kMaxConfigBytes = 1 << 20;
 constexpr std::string_view kCloudflareName = "cloudflare-dns.com";
@@ -102,11 +106,12 @@ constexpr Limit kShards{1, 1024};
 constexpr Limit kTtl{0, 7 * 86'400, " s"};
 constexpr Limit kStaleAge{0, 30 * 86'400, " s"};
 constexpr Limit kPercent{0, 50, "%"};
+constexpr Limit kQueryLog{0, 1'000'000'000};
 
-constexpr std::array<std::string_view, 9> kServerKeys = {
+constexpr std::array<std::string_view, 12> kServerKeys = {
     "listen",          "workers",          "log_level",           "max_udp_size",
     "tcp_max_clients", "tcp_max_inflight", "tcp_idle_timeout_ms", "shutdown_grace_ms",
-    "forward_ecs"};
+    "forward_ecs",     "metrics",          "log_format",          "query_log"};
 constexpr std::array<std::string_view, 12> kUpstreamKeys = {"servers",
                                                             "ca_file",
                                                             "insecure",
@@ -321,6 +326,17 @@ void checkReadableFile(std::string_view where, const std::string& path) {
   }
 }
 
+// The operator endpoint's address; port 9153 (CoreDNS's metrics port) when none is given.
+net::SocketAddress parseMetrics(std::string_view where, std::string_view text) {
+  auto addr = net::SocketAddress::parse(text, kMetricsPort);
+  if (!addr) {
+    fail(where, fmt::format("\"{}\" is not an IP address with an optional port (e.g. "
+                            "\"127.0.0.1:9153\")",
+                            text));
+  }
+  return *addr;
+}
+
 net::SocketAddress parseListen(std::string_view where, std::string_view text) {
   auto addr = net::SocketAddress::parse(text, kDnsPort);
   if (!addr) {
@@ -500,6 +516,20 @@ void Loader::applyServer(const toml::table& t) {
       s_.shutdown_grace = duration(v, key, kGrace);
     } else if (name == "forward_ecs") {
       s_.forward_ecs = boolean(v, key);
+    } else if (name == "log_format") {
+      const std::string& format = text(v, key);
+      if (!log::parseFormat(format, s_.log_format)) {
+        fail(at(v, key), fmt::format("\"{}\" is not a log format (text, json)", format));
+      }
+    } else if (name == "query_log") {
+      s_.query_log = number<unsigned>(v, key, kQueryLog);
+    } else if (name == "metrics") {
+      const std::string& addr = text(v, key);
+      if (addr.empty()) {
+        s_.metrics.reset();
+      } else {
+        s_.metrics = parseMetrics(at(v, key), addr);
+      }
     } else {
       unknownKey(k, key, kServerKeys);
     }
@@ -773,6 +803,20 @@ std::optional<Settings> parseOrThrow(int argc, const char* const* argv, int& exi
   auto* timeout_opt =
       app.add_option("--query-timeout", query_timeout, "Client deadline before SERVFAIL")
           ->type_name("MS");
+  std::string log_format, query_log;
+  auto* format_opt =
+      app.add_option("--log-format", log_format, "text (default) or json (one object per line)")
+          ->type_name("FORMAT");
+  auto* query_log_opt =
+      app.add_option("--query-log", query_log,
+                     "Log one answered query in N (client, name, type, rcode, source, latency); "
+                     "0 = off")
+          ->type_name("N");
+  std::string metrics;
+  auto* metrics_opt =
+      app.add_option("--metrics", metrics,
+                     "HTTP endpoint for /metrics, /healthz and /readyz (port 9153 by default)")
+          ->type_name("ADDR[:PORT]");
   std::string cache_size;
   auto* cache_opt =
       app.add_option("--cache-size", cache_size, "Answer cache budget in bytes, 0 = no cache")
@@ -825,6 +869,13 @@ std::optional<Settings> parseOrThrow(int argc, const char* const* argv, int& exi
     for (auto& u : s.upstreams) u.pins = checked;
   }
   if (insecure) s.insecure = true;
+  if (metrics_opt->count() > 0) s.metrics = parseMetrics("--metrics", metrics);
+  if (format_opt->count() > 0 && !log::parseFormat(log_format, s.log_format)) {
+    fail("--log-format", fmt::format("\"{}\" is not a log format (text, json)", log_format));
+  }
+  if (query_log_opt->count() > 0) {
+    s.query_log = static_cast<unsigned>(parseInteger("--query-log", query_log, kQueryLog));
+  }
   if (workers_opt->count() > 0) {
     s.workers = static_cast<unsigned>(parseInteger("--workers", workers, kWorkers));
   }

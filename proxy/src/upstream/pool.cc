@@ -60,6 +60,7 @@ constexpr size_t kMaxWaiting = 16384;
 }  // namespace
 
 struct Pool::Health {
+  bool usable = false;    // the last connection attempt worked (counted in upstreams_usable)
   unsigned failures = 0;  // consecutive failed connection attempts
   unsigned broken = 0;    // working connections lost with queries on them since the last answer
   Clock::time_point down_until{};
@@ -109,6 +110,8 @@ class Pool::Connection final : public net::EventLoop::Handler {
     int err = 0;
     auto fd = net::tcpConnect(up.address, &err);
     pool_.counters_.upstream_connects.inc();
+    pool_.perUpstream(upstream_).connects.inc();
+    started_ = pool_.loop_.now();
     if (!fd) {
       failure_ = fmt::format("connect: {}", std::strerror(err));
       return false;
@@ -172,6 +175,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       stall_timer_ = 0;
       if (state_ != State::Ready || last_rx_ >= sent) return;
       pool_.counters_.upstream_stalls.inc();
+      pool_.perUpstream(upstream_).stalls.inc();
       failure_ = fmt::format("no answer for {} ms, abandoning the connection",
                              2 * pool_.settings_.attempt_timeout.count());
       fail(Errc::Timeout);
@@ -213,6 +217,10 @@ class Pool::Connection final : public net::EventLoop::Handler {
         return;
       }
       state_ = State::Ready;
+      ready_at_ = pool_.loop_.now();
+      pool_.counters_.upstream_connections_open.add(1);
+      pool_.perUpstream(upstream_).connections_open.add(1);
+      pool_.counters_.handshake_latency.observe(pool_.loop_.now() - started_);
       pool_.loop_.cancel(connect_timer_);
       connect_timer_ = 0;
       last_rx_ = last_used_ = pool_.loop_.now();
@@ -269,6 +277,14 @@ class Pool::Connection final : public net::EventLoop::Handler {
   }
 
   void teardown() {
+    if (state_ == State::Ready) {
+      pool_.counters_.upstream_connections_open.add(-1);
+      metrics::UpstreamCounters& uc = pool_.perUpstream(upstream_);
+      uc.connections_open.add(-1);
+      uc.closes.inc();
+      uc.lifetime_ms.inc(static_cast<uint64_t>(
+          std::chrono::duration_cast<milliseconds>(pool_.loop_.now() - ready_at_).count()));
+    }
     state_ = State::Closed;
     cancelTimers();
     if (fd_) pool_.loop_.remove(fd_.get());
@@ -308,6 +324,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       idle_timer_ = 0;
       if (pending_.empty() && pool_.loop_.now() - last_used_ >= pool_.settings_.idle_timeout) {
         pool_.counters_.upstream_idle_closes.inc();
+        pool_.perUpstream(upstream_).idle_closes.inc();
         closeQuietly();
         return;
       }
@@ -363,6 +380,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
     auto it = msg.size() >= 2 ? pending_.find(loadU16(msg.data())) : pending_.end();
     if (it == pending_.end()) {
       (info ? pool_.counters_.upstream_mismatch : pool_.counters_.upstream_malformed).inc();
+      (info ? pool_.perUpstream(upstream_).mismatch : pool_.perUpstream(upstream_).malformed).inc();
       return;
     }
     uint16_t qid = it->first;
@@ -376,15 +394,19 @@ class Pool::Connection final : public net::EventLoop::Handler {
     if (!info) {
       // Our ID on a message that does not parse: that attempt failed, retry it now.
       pool_.counters_.upstream_malformed.inc();
+      pool_.perUpstream(upstream_).malformed.inc();
       pool_.onAttemptFailed(p.request_id, id_, qid, Errc::FormErr);
       return;
     }
     if (!dns::answerMatches(*info, qid, p.qname, p.qtype, p.qclass)) {
       pool_.counters_.upstream_mismatch.inc();
+      pool_.perUpstream(upstream_).mismatch.inc();
       pool_.onAttemptFailed(p.request_id, id_, qid, Errc::Mismatch);
       return;
     }
     pool_.counters_.upstream_answers.inc();
+    pool_.perUpstream(upstream_).answers.inc();
+    pool_.counters_.upstream_latency.observe(pool_.loop_.now() - p.sent);
     pool_.onAnswer(*this, p.request_id, Answer{std::move(msg), std::move(*info)});
   }
 
@@ -423,6 +445,8 @@ class Pool::Connection final : public net::EventLoop::Handler {
   PacketBuffer out_;
   size_t out_off_ = 0;
   std::unordered_map<uint16_t, Pending> pending_;
+  Clock::time_point started_{};
+  Clock::time_point ready_at_{};
   Clock::time_point last_rx_{};
   Clock::time_point last_used_{};
   net::EventLoop::TimerId connect_timer_ = 0;
@@ -438,10 +462,22 @@ Pool::Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSett
       health_(upstreams_.size()),
       settings_(settings),
       counters_(counters),
-      sessions_(upstreams_.size()) {}
+      sessions_(upstreams_.size()) {
+  counters_.upstreams = std::make_unique<metrics::UpstreamCounters[]>(upstreams_.size());
+  counters_.upstream_count = upstreams_.size();
+}
 
 Pool::~Pool() {
   close();
+}
+
+void Pool::preconnect() {
+  for (size_t u = 0; u < upstreams_.size(); ++u) {
+    bool have = std::ranges::any_of(connections_, [u](const auto& kv) {
+      return kv.second->upstream() == u && kv.second->state() != Connection::State::Closed;
+    });
+    if (!have) open(u);
+  }
 }
 
 void Pool::close() {
@@ -465,6 +501,7 @@ void Pool::resolve(Question q, Clock::time_point deadline, Completion done) {
     }
   });
   requests_.emplace(id, std::move(r));
+  counters_.upstream_inflight.add(1);
   attempt(id);
 }
 
@@ -502,11 +539,21 @@ Pool::Connection* Pool::pickConnection(size_t upstream, const Request& r) {
   // A new connection only when every open (or opening) one is full; a retry may open one more.
   unsigned limit = settings_.connections_per_upstream * (r.attempts > 0 ? 2 : 1);
   if (best || count >= limit) return best;
+  return open(upstream);
+}
+
+Pool::Connection* Pool::open(size_t upstream) {
   uint64_t id = next_connection_++;
   auto c = std::make_unique<Connection>(*this, id, upstream);
   if (!c->start()) {
-    log::warn("upstream {}: {}", upstreams_[upstream].label(), c->failure());
+    if (log::enabled(log::Level::Warn)) {
+      log::event(log::Level::Warn, "upstream_connect_error",
+                 fmt::format("upstream {}: {}", upstreams_[upstream].label(), c->failure()),
+                 {log::field("upstream", upstreams_[upstream].label()),
+                  log::field("error", c->failure())});
+    }
     counters_.upstream_connect_failures.inc();
+    perUpstream(upstream).connect_failures.inc();
     return nullptr;
   }
   Connection* raw = c.get();
@@ -544,6 +591,7 @@ void Pool::attempt(uint64_t request_id) {
   ++r.attempts;
   r.last_upstream = up;
   counters_.upstream_queries.inc();
+  perUpstream(static_cast<size_t>(up)).queries.inc();
   uint64_t conn_id = c->id();
   uint16_t qid = c->send(request_id, r.q);
   r.outstanding.push_back({conn_id, qid});
@@ -560,6 +608,7 @@ void Pool::onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid)
   Request& r = *it->second;
   r.attempt_timer = 0;
   counters_.upstream_timeouts.inc();
+  if (r.last_upstream >= 0) perUpstream(static_cast<size_t>(r.last_upstream)).timeouts.inc();
   if (auto c = connections_.find(conn_id); c != connections_.end()) {
     auto sent = c->second->sentAt(qid);
     if (sent && c->second->state() == Connection::State::Ready) c->second->suspectStall(*sent);
@@ -604,6 +653,7 @@ void Pool::finish(uint64_t request_id, Result<Answer> result) {
   if (it == requests_.end()) return;
   std::unique_ptr<Request> r = std::move(it->second);
   requests_.erase(it);
+  counters_.upstream_inflight.add(-1);
   loop_.cancel(r->deadline_timer);
   loop_.cancel(r->attempt_timer);
   for (auto& o : r->outstanding) {
@@ -631,11 +681,23 @@ void Pool::drainWaiting() {
 
 void Pool::onConnectionUp(Connection& c) {
   Health& h = health_[c.upstream()];
-  if (h.failures > 0) log::info("upstream {}: connected again", upstreams_[c.upstream()].label());
+  if (h.failures > 0 && log::enabled(log::Level::Info)) {
+    const std::string label = upstreams_[c.upstream()].label();
+    log::event(log::Level::Info, "upstream_recovered",
+               fmt::format("upstream {}: connected again", label),
+               {log::field("upstream", label), log::field("failures", h.failures)});
+  }
   h.failures = 0;
   h.down_until = {};
+  if (!h.usable) {
+    h.usable = true;
+    counters_.upstreams_usable.add(1);
+    perUpstream(c.upstream()).usable.add(1);
+  }
   counters_.upstream_handshakes.inc();
+  perUpstream(c.upstream()).handshakes.inc();
   if (c.resumed()) counters_.upstream_resumed.inc();
+  if (c.resumed()) perUpstream(c.upstream()).resumed.inc();
   loop_.defer([this] { drainWaiting(); });
 }
 
@@ -645,16 +707,22 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
     case Errc::TlsVerifyFailed:
     case Errc::PinMismatch:
       counters_.upstream_verify_failures.inc();
+      perUpstream(c.upstream()).verify_failures.inc();
       break;
     case Errc::TlsError:
       counters_.upstream_tls_failures.inc();
+      perUpstream(c.upstream()).tls_failures.inc();
       break;
     case Errc::Reset:
     case Errc::Closed:
       counters_.upstream_resets.inc();
+      perUpstream(c.upstream()).resets.inc();
       break;
     default:
-      if (!was_up) counters_.upstream_connect_failures.inc();
+      if (!was_up) {
+        counters_.upstream_connect_failures.inc();
+        perUpstream(c.upstream()).connect_failures.inc();
+      }
       break;
   }
   Health& h = health_[c.upstream()];
@@ -665,20 +733,36 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
     // without answering in between is avoided like one that cannot be reached.
     if (lost_queries) ++h.broken;
     if (h.broken < 2) {
-      log::info("upstream {}: connection lost: {}", up.label(),
-                c.failure().empty() ? std::string(errcName(why)) : c.failure());
+      if (log::enabled(log::Level::Info)) {
+        std::string error = c.failure().empty() ? std::string(errcName(why)) : c.failure();
+        log::event(log::Level::Info, "upstream_connection_lost",
+                   fmt::format("upstream {}: connection lost: {}", up.label(), error),
+                   {log::field("upstream", up.label()), log::field("error", error),
+                    log::field("cause", errcName(why))});
+      }
       return;
     }
     strikes = h.broken - 1;
   } else {
     strikes = ++h.failures;
   }
+  if (h.usable) {
+    h.usable = false;
+    counters_.upstreams_usable.add(-1);
+    perUpstream(c.upstream()).usable.add(-1);
+  }
   auto backoff = settings_.backoff_initial * (1u << std::min(strikes - 1, 16u));
   if (backoff > settings_.backoff_max) backoff = settings_.backoff_max;
   h.down_until = loop_.now() + backoff;
-  log::warn("upstream {}: {} ({}); backing off {} ms", up.label(),
-            c.failure().empty() ? std::string(errcName(why)) : c.failure(), errcName(why),
-            std::chrono::duration_cast<milliseconds>(backoff).count());
+  if (log::enabled(log::Level::Warn)) {
+    std::string error = c.failure().empty() ? std::string(errcName(why)) : c.failure();
+    auto ms = std::chrono::duration_cast<milliseconds>(backoff).count();
+    log::event(log::Level::Warn, "upstream_backoff",
+               fmt::format("upstream {}: {} ({}); backing off {} ms", up.label(), error,
+                           errcName(why), ms),
+               {log::field("upstream", up.label()), log::field("error", error),
+                log::field("cause", errcName(why)), log::field("backoff_ms", ms)});
+  }
 }
 
 }  // namespace dotproxy::upstream

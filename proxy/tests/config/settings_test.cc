@@ -585,3 +585,50 @@ TEST(ConfigCache, ErrorsNameTheKey) {
 
 }  // namespace
 }  // namespace dotproxy::config
+
+namespace dotproxy::config {
+namespace {
+
+TEST(ConfigToml, OperatorEndpointAndLogs) {
+  Settings s = defaults();
+  EXPECT_FALSE(s.metrics.has_value());
+  EXPECT_EQ(s.log_format, log::Format::Text);
+  EXPECT_EQ(s.query_log, 0u);
+  applyToml(s, "[server]\nmetrics = \"127.0.0.1\"\nlog_format = \"json\"\nquery_log = 100\n",
+            "dotproxy.toml");
+  ASSERT_TRUE(s.metrics.has_value());
+  EXPECT_EQ(s.metrics->toString(), "127.0.0.1:9153");  // CoreDNS's metrics port by default
+  EXPECT_EQ(s.log_format, log::Format::Json);
+  EXPECT_EQ(s.query_log, 100u);
+  applyToml(s, "[server]\nmetrics = \"\"\n", "dotproxy.toml");
+  EXPECT_FALSE(s.metrics.has_value());
+}
+
+TEST(ConfigTomlErrors, OperatorEndpointAndLogs) {
+  EXPECT_NE(tomlError("[server]\nmetrics = \"localhost:9153\"\n")
+                .find("dotproxy.toml:2: server.metrics: \"localhost:9153\" is not an IP address"),
+            std::string::npos);
+  EXPECT_NE(tomlError("[server]\nlog_format = \"xml\"\n")
+                .find("dotproxy.toml:2: server.log_format: \"xml\" is not a log format"),
+            std::string::npos);
+  EXPECT_NE(tomlError("[server]\nquery_log = -1\n").find("dotproxy.toml:2: server.query_log"),
+            std::string::npos);
+}
+
+TEST(ConfigCommandLine, OperatorEndpointAndLogFlags) {
+  CliResult r = runCli({"--metrics", "[::1]:9100", "--log-format", "json", "--query-log", "1"});
+  ASSERT_TRUE(r.settings) << r.err;
+  EXPECT_EQ(r.settings->metrics->toString(), "[::1]:9100");
+  EXPECT_EQ(r.settings->log_format, log::Format::Json);
+  EXPECT_EQ(r.settings->query_log, 1u);
+  r = runCli({"--log-format", "yaml"});
+  EXPECT_FALSE(r.settings);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--log-format: \"yaml\" is not a log format"), std::string::npos) << r.err;
+  r = runCli({"--metrics", "nowhere"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--metrics:"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace dotproxy::config

@@ -28,12 +28,15 @@ struct Settings {
   std::vector<net::SocketAddress> listen;  // default 127.0.0.1:53
   unsigned workers = 0;                    // 0 = one per core
   log::Level log_level = log::Level::Info;
-  size_t max_udp_size = 1232;             // our EDNS buffer size, cap on UDP replies
-  unsigned tcp_max_clients = 1024;        // concurrent TCP clients, whole process
-  unsigned tcp_max_inflight = 128;        // pipelined queries in flight per TCP client
-  milliseconds tcp_idle_timeout{10'000};  // RFC 7766 6.2.3: idle client connections
-  milliseconds shutdown_grace{2'000};     // SIGTERM: time for in-flight queries to finish
-  bool forward_ecs = false;               // pass the client's ECS option upstream
+  log::Format log_format = log::Format::Text;
+  unsigned query_log = 0;                     // log one answered query in N (0 = no query log)
+  size_t max_udp_size = 1232;                 // our EDNS buffer size, cap on UDP replies
+  unsigned tcp_max_clients = 1024;            // concurrent TCP clients, whole process
+  unsigned tcp_max_inflight = 128;            // pipelined queries in flight per TCP client
+  milliseconds tcp_idle_timeout{10'000};      // RFC 7766 6.2.3: idle client connections
+  milliseconds shutdown_grace{2'000};         // SIGTERM: time for in-flight queries to finish
+  bool forward_ecs = false;                   // pass the client's ECS option upstream
+  std::optional<net::SocketAddress> metrics;  // HTTP /metrics, /healthz, /readyz; off by default
 
   // [upstream] and [[upstream.servers]]
   std::vector<UpstreamSettings> upstreams;  // default Cloudflare 1.1.1.1 and 1.0.0.1

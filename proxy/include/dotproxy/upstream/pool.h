@@ -62,6 +62,7 @@ using Completion = std::move_only_function<void(Result<Answer>)>;
 
 class Pool {
  public:
+  // Sizes counters.upstreams to the upstream list (per-upstream counters, in the same order).
   Pool(net::EventLoop& loop, std::vector<Upstream> upstreams, const PoolSettings& settings,
        metrics::Counters& counters);
   ~Pool();
@@ -72,6 +73,10 @@ class Pool {
   // attempt timeout or a connection failure, then gives up with Timeout (or NoUpstream when every
   // upstream is backing off).
   void resolve(Question q, net::Clock::time_point deadline, Completion done);
+
+  // Opens one connection to every upstream that has none, so that the first query does not wait
+  // for a handshake and readiness (metrics::Counters::upstreams_usable) is known before traffic.
+  void preconnect();
 
   // Closes every connection; outstanding requests complete with Timeout. For shutdown.
   void close();
@@ -91,6 +96,8 @@ class Pool {
   void onConnectionUp(Connection& c);
   void onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_queries);
   Connection* pickConnection(size_t upstream_index, const Request& r);
+  Connection* open(size_t upstream_index);  // nullptr if the socket could not be created
+  metrics::UpstreamCounters& perUpstream(size_t i) noexcept { return counters_.upstreams[i]; }
   int pickUpstream(const Request& r);
   void drainWaiting();
 

@@ -2,17 +2,49 @@
 // Leveled logging to stderr, one line per event. Thread-safe (one write(2) per line).
 
 #include <fmt/format.h>
+
+#include <concepts>
+#include <initializer_list>
+#include <string>
 #include <string_view>
 
 namespace dotproxy::log {
 
 enum class Level : uint8_t { Debug, Info, Warn, Error, Off };
 
+// Text (default): "TIME LEVEL message". JSON lines: {"ts","level","event","msg", then the fields}.
+enum class Format : uint8_t { Text, Json };
+
+// A field of an event, for machines: text, or a number written bare in JSON.
+struct Field {
+  std::string_view key;
+  std::string value;
+  bool number = false;
+};
+inline Field field(std::string_view key, std::string_view value) {
+  return {key, std::string(value), false};
+}
+template <std::integral T>
+Field field(std::string_view key, T value) {
+  return {key, fmt::format("{}", value), true};
+}
+
 void setLevel(Level level) noexcept;
+void setFormat(Format format) noexcept;
+// Parses "text" or "json"; false if unknown.
+bool parseFormat(std::string_view text, Format& out) noexcept;
 Level level() noexcept;
 // Parses "debug", "info", "warn"/"warning", "error", "off"; false if unknown.
 bool parseLevel(std::string_view text, Level& out) noexcept;
-void write(Level level, std::string_view message) noexcept;
+void write(Level level, std::string_view message) noexcept;  // event "log", no fields
+
+// One event: a stable snake_case name, a message for people, fields for machines (JSON only; the
+// text format prints the message, which says the same in words).
+void event(Level level, std::string_view name, std::string_view message,
+           std::initializer_list<Field> fields = {}) noexcept;
+inline bool enabled(Level l) noexcept {
+  return level() <= l;
+}
 
 template <class... Args>
 void debug(fmt::format_string<Args...> fmt, Args&&... args) {
