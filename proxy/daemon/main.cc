@@ -46,6 +46,20 @@ std::string bindError(const net::SocketAddress& a, const char* what, int err) {
                      std::strerror(err));
 }
 
+// Port 0: a port that no socket uses, for UDP and TCP alike. The probes bind without SO_REUSEPORT,
+// so the kernel cannot hand out a port where another process's SO_REUSEPORT socket (same user)
+// already listens; our own sockets, which need SO_REUSEPORT (one per worker), would join that
+// socket's group and share its traffic. Returns 0 if no free port turned up.
+uint16_t pickFreePort(const net::SocketAddress& addr) {
+  for (int tries = 0; tries < 50; ++tries) {
+    auto udp = net::udpSocket(addr, false);
+    if (!udp) return 0;
+    net::SocketAddress a = net::localAddress(udp->get());
+    if (net::tcpListener(a, false, 1)) return a.port();  // both probes close on return
+  }
+  return 0;
+}
+
 // One UDP socket and one TCP listener per listen address per worker, all with SO_REUSEPORT. Port 0
 // picks a port once (the same for UDP and TCP) and every worker binds that port.
 std::vector<std::vector<ListenSockets>> bindAll(std::vector<net::SocketAddress>& listen,
@@ -56,21 +70,26 @@ std::vector<std::vector<ListenSockets>> bindAll(std::vector<net::SocketAddress>&
     for (int tries = 0;; ++tries) {
       std::vector<ListenSockets> sockets;
       net::SocketAddress a = addr;
+      if (ephemeral) {
+        uint16_t port = pickFreePort(addr);
+        if (port == 0) throw StartupError(bindError(a, "UDP+TCP", EADDRINUSE));
+        a.setPort(port);
+      }
       int err = 0;
       bool retry = false;
-      for (unsigned w = 0; w < workers; ++w) {
+      for (unsigned w = 0; w < workers && !retry; ++w) {
         auto udp = net::udpSocket(a, true, &err);
-        if (!udp) throw StartupError(bindError(a, "UDP", err));
-        if (a.port() == 0) a = net::localAddress(udp->get());
-        net::enablePacketInfo(udp->get(), a);
-        auto tcp = net::tcpListener(a, true, 1024, &err);
-        if (!tcp) {
+        Result<net::Fd> tcp =
+            udp ? net::tcpListener(a, true, 1024, &err) : std::unexpected(udp.error());
+        if (!udp || !tcp) {
+          // Someone took the probed port between the probe and now: pick another.
           if (ephemeral && err == EADDRINUSE && tries < 20) {
-            retry = true;  // the port chosen for UDP is taken for TCP: pick another
+            retry = true;
             break;
           }
-          throw StartupError(bindError(a, "TCP", err));
+          throw StartupError(bindError(a, udp ? "TCP" : "UDP", err));
         }
+        net::enablePacketInfo(udp->get(), a);
         sockets.push_back({std::move(*udp), std::move(*tcp)});
       }
       if (retry) continue;
