@@ -52,6 +52,7 @@ class Counter {
   X(upstream_timeouts) \
   X(upstream_malformed) \
   X(upstream_mismatch) \
+  X(upstream_refused) \
   X(upstream_late) \
   X(upstream_connects) \
   X(upstream_handshakes) \
