@@ -240,3 +240,32 @@ def test_help_documents_the_api():
         assert word in doc
     assert "ParseError" in dotproxy.parse.__doc__
     assert dotproxy.Connection.receive.__doc__
+
+
+def test_mock_fault_script_changes_while_running(mock_upstream):
+    m = mock_upstream(faults=[])
+    ask = lambda: dotproxy.query("127.0.0.1", "f.test", port=m.udp[1], timeout=IO_TIMEOUT)
+    assert ask().message.rcode_text == "NOERROR"
+    assert m.set_faults(["# now failing", "label f servfail"]) == 1
+    assert ask().message.rcode_text == "SERVFAIL"
+    with pytest.raises(ValueError, match="line 1: unknown action 'explode'"):
+        m.set_faults("label f explode")
+    assert ask().message.rcode_text == "SERVFAIL"  # a bad script keeps the old one
+    assert m.set_faults("") == 0
+    assert ask().message.rcode_text == "NOERROR"
+    with pytest.raises(ValueError):
+        mock_upstream().set_faults("any drop")  # started without a script
+
+
+def test_proxy_helper_settings_stats_and_clean_exit(mock_upstream, tmp_path):
+    m = mock_upstream()
+    with dotproxy.Proxy(m, workdir=tmp_path, query_timeout=900,
+                        config="[cache]\nsize = 0\n") as p:
+        assert p.udp_port == p.tcp_port and p.udp_port > 0
+        for transport in ("udp", "tcp"):
+            assert p.query("h.test", transport=transport).message.answer[0].text == "192.0.2.1"
+        s = p.stats()
+        assert s["udp_queries"] == 1 and s["tcp_queries"] == 1 and s["cache_hits"] == 0, s
+        assert p.fd_count() > 3 and p.rss() > 1 << 20
+    assert not p.running() and p.stop() == 0  # __exit__ sent SIGTERM and saw exit code 0
+    assert p.final_stats()["tcp_queries"] == 1

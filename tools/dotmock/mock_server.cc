@@ -197,7 +197,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     if (server_.idle_timeout_.count() > 0) armIdleTimer(server_.idle_timeout_);
   }
 
-  // Closes now (the `down` fault), abortively: no close_notify, no draining.
+  // Closes now, without draining (the `down` fault).
   void abort() { close("down"); }
 
   void onEvents(uint32_t epoll_events) override {
