@@ -76,13 +76,14 @@ def _hostport(text: str) -> tuple[str, int]:
 class _Child:
     """A child process: stdout on a pipe read line by line with deadlines, stderr in a file."""
 
-    def __init__(self, argv: list[str], name: str, workdir: Path):
+    def __init__(self, argv: list[str], name: str, workdir: Path, env: dict | None = None):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.stderr_path = workdir / f"{name}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.popen = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL,
+                                      env=None if env is None else {**os.environ, **env})
         self.pid = self.popen.pid
         os.set_blocking(self.popen.stdout.fileno(), False)
         self._sel = selectors.DefaultSelector()
@@ -294,7 +295,8 @@ class Proxy(_Managed):
     """The dotproxy daemon on 127.0.0.1 port 0 (UDP and TCP), forwarding to `upstream` (a
     MockUpstream, verified against its CA file) or to explicit `upstreams` specs.
 
-    Settings come as keyword arguments turned into flags (query_timeout=800 ->
+    `env` adds variables to the daemon's environment. Settings come as keyword arguments turned
+    into flags (query_timeout=800 ->
     --query-timeout 800; True -> a bare flag; lists repeat it) and/or a TOML text (`config`).
     stats() asks for the counters (SIGUSR1); fd_count() and rss() read /proc. Leaving the
     `with` block sends SIGTERM and raises ProcessError unless it exits 0."""
@@ -302,7 +304,7 @@ class Proxy(_Managed):
     def __init__(self, upstream: MockUpstream | None = None, *, upstreams: list[str] | None = None,
                  config: str | None = None, workers: int = 1, binary: str | None = None,
                  workdir: str | os.PathLike | None = None, ready_timeout: float = READY_TIMEOUT,
-                 **settings):
+                 env: dict[str, str] | None = None, **settings):
         super().__init__(workdir)
         tag = f"{os.getpid()}-{id(self)}"
         argv = [binary or _binary("DOTPROXY_BIN", "proxy", "dotproxy"),
@@ -318,7 +320,7 @@ class Proxy(_Managed):
             argv += ["--config", str(path)]
         settings.setdefault("log_level", "warn")
         argv += _flags_from(settings)
-        self._child = _Child(argv, f"dotproxy-{tag}", self.workdir)
+        self._child = _Child(argv, f"dotproxy-{tag}", self.workdir, env)
         try:
             self.ready = self._child.read_json("ready", ready_timeout)
         except BaseException:
