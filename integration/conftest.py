@@ -5,7 +5,12 @@ JSON ready line on stdout, and is read with a deadline (select on the pipe, neve
 Teardown sends SIGTERM and requires exit code 0; SIGKILL is the last resort and fails the test.
 
 Binaries: $DOTPROXY_BIN, $DOTMOCK_BIN and $DOTQ_BIN (set by integration/CMakeLists.txt for
-ctest), else the debug build under build/debug of this repository.
+ctest), else the debug build under build/debug of this repository. The `dotproxy` Python module
+comes from $PYTHONPATH (ctest sets build/<preset>/python), else build/debug/python.
+
+Under the asan-ubsan preset ctest preloads the ASan runtime into this interpreter (the module is
+sanitized) with leak detection off; both are removed from the environment here, before any child
+starts, so that the sanitized daemon and mock run with their own runtime and leak checks.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+
+if os.environ.pop("DOTPROXY_PYTEST_PRELOAD", None):
+    os.environ.pop("LD_PRELOAD", None)
+    os.environ.pop("ASAN_OPTIONS", None)
 
 import dns.flags
 import dns.message
@@ -30,6 +40,10 @@ import dns.rdatatype
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, str(REPO / "build/debug/python"))
+import dotproxy  # noqa: E402  (after the path above)
+
 DOTPROXY_BIN = os.environ.get("DOTPROXY_BIN") or str(REPO / "build/debug/proxy/dotproxy")
 DOTMOCK_BIN = os.environ.get("DOTMOCK_BIN") or str(REPO / "build/debug/tools/dotmock/dotmock")
 DOTQ_BIN = os.environ.get("DOTQ_BIN") or str(REPO / "build/debug/tools/dotq/dotq")
@@ -585,3 +599,50 @@ def tcp_server():
     yield start
     for s in servers:
         s.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the Python module's process helpers, stopped at teardown (each must exit 0)
+
+
+@pytest.fixture
+def mock_upstream(tmp_path):
+    """Factory: mock_upstream(*flags, faults=None, cert_name=...) -> dotproxy.MockUpstream."""
+    started: list = []
+
+    def start(*flags, **kw) -> dotproxy.MockUpstream:
+        kw.setdefault("workdir", tmp_path)
+        m = dotproxy.MockUpstream(*flags, **kw)
+        started.append(m)
+        return m
+
+    yield start
+    problems = []
+    for m in reversed(started):
+        rc = m.stop()
+        if rc != 0:
+            problems.append(f"dotmock (pid {m.pid}) exited {rc}; stderr:\n{m.stderr()[-2000:]}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """Factory: daemon(mock_or_None, upstreams=None, config=None, **settings) -> dotproxy.Proxy
+    (settings become flags: query_timeout=800 -> --query-timeout 800)."""
+    started: list = []
+
+    def start(upstream=None, **kw) -> dotproxy.Proxy:
+        kw.setdefault("workdir", tmp_path)
+        p = dotproxy.Proxy(upstream, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    problems = []
+    for p in reversed(started):
+        rc = p.stop()
+        if rc != 0:
+            problems.append(f"dotproxy (pid {p.pid}) exited {rc}; stderr:\n{p.stderr()[-2000:]}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

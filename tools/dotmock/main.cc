@@ -9,6 +9,8 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -21,6 +23,7 @@
 #include "dotproxy/tls/tls.h"
 #include "dotproxy/util/json.h"
 #include "dotproxy/util/log.h"
+#include "faults.h"
 #include "mock_server.h"
 #include "responder.h"
 
@@ -44,6 +47,7 @@ struct Options {
   uint32_t delay_ms = 0;
   uint32_t idle_timeout_ms = 30'000;
   std::string log_level = "warn";
+  std::string faults_file;
 };
 
 // A flag value that does not parse: reported as "--flag: why", exit 2.
@@ -64,10 +68,25 @@ void printLine(const std::string& line) {
   std::fflush(stdout);
 }
 
-// SIGTERM/SIGINT through a signalfd, so the loop stops between events.
+// The fault script from --faults; nullopt and a message if it cannot be read or parsed.
+std::optional<FaultScript> loadFaults(const std::string& path, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = fmt::format("{}: cannot read", path);
+    return std::nullopt;
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string why;
+  auto script = parseFaults(text, &why);
+  if (!script) *error = fmt::format("{}: {}", path, why);
+  return script;
+}
+
+// SIGTERM/SIGINT through a signalfd, so the loop stops between events; SIGHUP calls on_hup.
 class SignalWatcher final : public net::EventLoop::Handler {
  public:
-  SignalWatcher(net::EventLoop& loop, const sigset_t& signals) : loop_(loop) {
+  SignalWatcher(net::EventLoop& loop, const sigset_t& signals, std::function<void()> on_hup)
+      : loop_(loop), on_hup_(std::move(on_hup)) {
     fd_.reset(::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
     if (!fd_) throw std::runtime_error("signalfd failed");
     loop_.add(fd_.get(), EPOLLIN, this);
@@ -77,6 +96,10 @@ class SignalWatcher final : public net::EventLoop::Handler {
   void onEvents(uint32_t /*epoll_events*/) override {
     signalfd_siginfo info;
     while (::read(fd_.get(), &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
+      if (info.ssi_signo == SIGHUP) {
+        on_hup_();
+        continue;
+      }
       log::info("dotmock: signal {}, stopping", info.ssi_signo);
       loop_.stop();
     }
@@ -84,6 +107,7 @@ class SignalWatcher final : public net::EventLoop::Handler {
 
  private:
   net::EventLoop& loop_;
+  std::function<void()> on_hup_;
   net::Fd fd_;
 };
 
@@ -132,21 +156,59 @@ int run(const Options& o) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   sigprocmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a peer's reset must be an error value, not a signal
 
+  std::optional<FaultScript> faults;
+  if (!o.faults_file.empty()) {
+    std::string error;
+    faults = loadFaults(o.faults_file, &error);
+    if (!faults) throw UsageError(fmt::format("--faults: {}", error));
+  }
+
   tls::ServerContext tls = makeTlsContext(o);
+  // With a fault script: the certificates of the expired-cert and wrong-name-cert faults, in the
+  // CA file too, so that a client fails on the expiry or the name and not on an unknown issuer.
+  std::optional<tls::ServerContext> expired_tls, wrong_name_tls;
+  if (faults) {
+    expired_tls.emplace(tls::ServerContext::selfSigned({.names = o.cert_names,
+                                                        .not_before = std::chrono::hours(-48),
+                                                        .not_after = std::chrono::hours(-24)}));
+    wrong_name_tls.emplace(tls::ServerContext::selfSigned({.names = {"wrong-name.invalid"}}));
+  }
   if (!o.write_ca.empty()) {
     std::ofstream out(o.write_ca, std::ios::binary | std::ios::trunc);
     out << tls.certificatePem();
+    if (expired_tls) out << expired_tls->certificatePem() << wrong_name_tls->certificatePem();
     out.close();
     if (!out) throw std::runtime_error(fmt::format("--write-ca {}: cannot write", o.write_ca));
   }
 
   net::EventLoop loop;
-  SignalWatcher watcher(loop, signals);
   Responder responder(std::move(responder_settings));
   MockServer server(loop, tls, responder, server_settings);
+  if (faults) {
+    server.setFaults(std::move(*faults));
+    server.setFaultCertificates(&*expired_tls, &*wrong_name_tls);
+  }
+  // SIGHUP: read the fault script again; {"faults":N} when loaded, else the error (old script
+  // kept). Tests wait for this line.
+  SignalWatcher watcher(loop, signals, [&] {
+    if (o.faults_file.empty()) {
+      printLine(R"({"faults":null,"error":"no --faults file"})");
+      return;
+    }
+    std::string error;
+    auto script = loadFaults(o.faults_file, &error);
+    if (!script) {
+      printLine(fmt::format("{{\"faults\":null,\"error\":{}}}", jsonString(error)));
+      return;
+    }
+    const size_t n = script->rules().size();
+    server.setFaults(std::move(*script));
+    printLine(fmt::format("{{\"faults\":{}}}", n));
+  });
 
   std::string ready =
       fmt::format("{{\"ready\":true,\"dot\":{}", jsonString(server.dotAddress().toString()));
@@ -193,6 +255,8 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout-ms", o.idle_timeout_ms,
                  "close idle DoT/TCP connections after this long (0 = never)")
       ->capture_default_str();
+  app.add_option("--faults", o.faults_file,
+                 "fault script (see tools/dotmock/faults.h); SIGHUP reads it again");
   app.add_option("--log-level", o.log_level, "debug, info, warn, error, off")
       ->capture_default_str();
 

@@ -2,15 +2,18 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "dotproxy/dns/message.h"
 #include "dotproxy/net/udp.h"
 #include "dotproxy/tls/framer.h"
 #include "dotproxy/util/log.h"
@@ -49,9 +52,20 @@ class MockServer::UdpListener final : public net::EventLoop::Handler {
   UdpListener(MockServer& server, net::Fd fd) : server_(server), fd_(std::move(fd)) {
     server_.loop_.add(fd_.get(), EPOLLIN, this);
   }
-  ~UdpListener() { server_.loop_.remove(fd_.get()); }
+  ~UdpListener() { close(); }
 
   int fd() const noexcept { return fd_.get(); }
+  // The `down` fault: the socket goes away (replies still pending are dropped); the object stays
+  // for the timers that refer to it.
+  void close() {
+    if (!fd_) return;
+    server_.loop_.remove(fd_.get());
+    fd_.reset();
+  }
+  void reopen(net::Fd fd) {
+    fd_ = std::move(fd);
+    server_.loop_.add(fd_.get(), EPOLLIN, this);
+  }
 
   void onEvents(uint32_t /*epoll_events*/) override {
     for (int round = 0; round < kUdpRounds; ++round) {
@@ -60,6 +74,17 @@ class MockServer::UdpListener final : public net::EventLoop::Handler {
         const net::Datagram d = rx_[i];
         Reply reply = server_.responder_.respond(d.bytes, Transport::Udp);
         if (reply.wire.empty()) continue;
+        if (reply.counted) {
+          const Outcome outcome = server_.applyFaults(d.bytes, reply, 0);
+          if (outcome == Outcome::Drop || outcome == Outcome::Close ||
+              outcome == Outcome::CloseMid) {
+            continue;
+          }
+          // Larger than any client allows without TC: trailing bytes up to 4096.
+          if (outcome == Outcome::Oversized)
+            reply.wire.resize(std::max<size_t>(reply.wire.size(), 4096));
+        }
+        if (!fd_) continue;
         if (reply.delay.count() > 0) {
           server_.loop_.after(reply.delay,
                               [this, peer = d.peer, local = d.local, counted = reply.counted,
@@ -85,7 +110,7 @@ class MockServer::UdpListener final : public net::EventLoop::Handler {
       flush_scheduled_ = true;
       server_.loop_.defer([this] {
         flush_scheduled_ = false;
-        tx_.flush(fd_.get());
+        tx_.flush(fd_.get());  // after `down`: fd -1, every datagram dropped
       });
     }
   }
@@ -104,12 +129,22 @@ class MockServer::StreamListener final : public net::EventLoop::Handler {
       : server_(server), fd_(std::move(fd)), transport_(transport) {
     server_.loop_.add(fd_.get(), EPOLLIN, this);
   }
-  ~StreamListener() { server_.loop_.remove(fd_.get()); }
+  ~StreamListener() { close(); }
+
+  void close() {
+    if (!fd_) return;
+    server_.loop_.remove(fd_.get());
+    fd_.reset();
+  }
+  void reopen(net::Fd fd) {
+    fd_ = std::move(fd);
+    server_.loop_.add(fd_.get(), EPOLLIN, this);
+  }
 
   int fd() const noexcept { return fd_.get(); }
 
   void onEvents(uint32_t /*epoll_events*/) override {
-    for (int i = 0; i < kAcceptBatch; ++i) {
+    for (int i = 0; i < kAcceptBatch && fd_; ++i) {
       auto fd = net::tcpAccept(fd_.get(), nullptr);
       if (!fd) {
         if (fd.error() != Errc::WantRead) {
@@ -132,14 +167,21 @@ class MockServer::StreamListener final : public net::EventLoop::Handler {
 // for exactly what the connection waits on next.
 class MockServer::Connection final : public net::EventLoop::Handler {
  public:
-  enum class State : uint8_t { Handshaking, Open, Closed };
+  // Stalled: the stall-handshake fault (never read, closed when idle). Draining: a close fault
+  // sent FIN after its last bytes; input is read and dropped until the peer closes, so that the
+  // close is not a reset that could destroy those bytes in flight.
+  enum class State : uint8_t { Handshaking, Open, Stalled, Draining, Closed };
 
-  Connection(MockServer& server, net::Fd fd, Transport transport, std::optional<tls::Stream> stream)
+  Connection(MockServer& server, net::Fd fd, Transport transport, std::optional<tls::Stream> stream,
+             uint64_t number, bool stalled)
       : server_(server),
         fd_(std::move(fd)),
         stream_(std::move(stream)),
         transport_(transport),
-        state_(stream_ ? State::Handshaking : State::Open) {}
+        state_(stalled   ? State::Stalled
+               : stream_ ? State::Handshaking
+                         : State::Open),
+        number_(number) {}
 
   ~Connection() {
     // close() did this already unless the whole server is being torn down.
@@ -149,14 +191,26 @@ class MockServer::Connection final : public net::EventLoop::Handler {
 
   void start() {
     last_activity_ = server_.loop_.now();
-    server_.loop_.add(fd_.get(), EPOLLIN, this);
-    interest_ = EPOLLIN;
+    // A stalled connection is registered with no interest: its bytes stay unread.
+    interest_ = state_ == State::Stalled ? 0u : static_cast<uint32_t>(EPOLLIN);
+    server_.loop_.add(fd_.get(), interest_, this);
     if (server_.idle_timeout_.count() > 0) armIdleTimer(server_.idle_timeout_);
   }
 
-  void onEvents(uint32_t /*epoll_events*/) override {
+  // Closes now, without draining (the `down` fault).
+  void abort() { close("down"); }
+
+  void onEvents(uint32_t epoll_events) override {
     if (state_ == State::Closed) return;
+    if (state_ == State::Stalled) {  // registered for nothing; only a hang-up or error arrives
+      if (epoll_events & (EPOLLHUP | EPOLLERR)) close("stalled connection gone");
+      return;
+    }
     last_activity_ = server_.loop_.now();
+    if (state_ == State::Draining) {
+      drain();
+      return;
+    }
     if (state_ == State::Handshaking && !handshake()) return;
     // After the handshake too: its last read may have pulled application data into TLS buffers,
     // which would never make the socket readable again.
@@ -233,7 +287,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     }
   }
 
-  // False if the connection was closed (the client sent garbage).
+  // False if the connection was closed (the client sent garbage, or a fault closed it).
   bool answer(const PacketBuffer& query) {
     Reply reply = server_.responder_.respond(query, transport_);
     if (reply.garbage) {
@@ -241,6 +295,35 @@ class MockServer::Connection final : public net::EventLoop::Handler {
       return false;
     }
     if (reply.wire.empty()) return true;
+    if (reply.counted) {
+      switch (server_.applyFaults(query, reply, number_)) {
+        case Outcome::Send:
+          break;
+        case Outcome::Drop:
+          return true;
+        case Outcome::Close:
+          closeAfterWrite(PacketBuffer());
+          return false;
+        case Outcome::CloseMid: {
+          PacketBuffer half;
+          (void)tls::appendFrame(half, reply.wire);
+          half.resize(2 + reply.wire.size() / 2);
+          closeAfterWrite(std::move(half));
+          return false;
+        }
+        case Outcome::Oversized: {
+          // The length prefix announces 256 bytes more than the message: the client's framer
+          // takes the next answer's bytes as the rest, or waits for bytes that never come.
+          PacketBuffer framed;
+          (void)tls::appendFrame(framed, reply.wire);
+          storeU16(framed.data(),
+                   static_cast<uint16_t>(std::min<size_t>(reply.wire.size() + 256, 65535)));
+          out_.append(framed);
+          ++server_.responder_.counters().answers;
+          return true;
+        }
+      }
+    }
     if (reply.delay.count() <= 0) {
       queue(reply.wire, reply.counted);
       return true;
@@ -312,8 +395,8 @@ class MockServer::Connection final : public net::EventLoop::Handler {
       if (state_ == State::Closed) return;
       const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(server_.loop_.now() -
                                                                               last_activity_);
-      const bool busy = !timers_.empty() || out_pos_ < out_.size();
-      if (!busy && idle >= server_.idle_timeout_) {
+      const bool busy = state_ != State::Draining && (!timers_.empty() || out_pos_ < out_.size());
+      if (state_ == State::Draining || (!busy && idle >= server_.idle_timeout_)) {
         close("idle");
         return;
       }
@@ -326,6 +409,37 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     timers_.clear();
     if (idle_timer_ != 0) server_.loop_.cancel(idle_timer_);
     idle_timer_ = 0;
+  }
+
+  // Writes `last` (whatever of it the socket takes now), sends FIN and drains input until the
+  // peer closes or the idle timer ends it. No close_notify: the peer sees the TLS stream end.
+  void closeAfterWrite(PacketBuffer last) {
+    if (state_ == State::Closed) return;
+    if (!last.empty()) {
+      out_.clear();
+      out_pos_ = 0;
+      out_.append(last);
+      (void)flush();
+      if (state_ == State::Closed) return;
+    }
+    cancelTimers();
+    ::shutdown(fd_.get(), SHUT_WR);
+    state_ = State::Draining;
+    if (interest_ != EPOLLIN) {
+      server_.loop_.modify(fd_.get(), EPOLLIN, this);
+      interest_ = EPOLLIN;
+    }
+    armIdleTimer(std::chrono::milliseconds(2000));
+  }
+
+  void drain() {
+    std::array<std::byte, kReadChunk> buf;
+    for (int i = 0; i < 64; ++i) {
+      auto n = net::readSome(fd_.get(), buf);
+      if (n) continue;
+      if (n.error() != Errc::WantRead) close("drained");
+      return;
+    }
   }
 
   void close(std::string_view why) {
@@ -343,6 +457,7 @@ class MockServer::Connection final : public net::EventLoop::Handler {
   std::optional<tls::Stream> stream_;  // DoT only; destroyed before fd_ closes
   Transport transport_;
   State state_;
+  uint64_t number_;  // 1-based among stream connections, for `connection N` faults
   tls::DotFramer framer_;
   PacketBuffer out_;  // framed answers not yet written; out_pos_ bytes of it are
   size_t out_pos_ = 0;
@@ -378,41 +493,49 @@ MockServer::MockServer(net::EventLoop& loop, const tls::ServerContext& tls, Resp
     : loop_(loop), tls_(tls), responder_(responder), idle_timeout_(settings.idle_timeout) {
   dot_ = std::make_unique<StreamListener>(*this, bindOrThrow("--dot", settings.dot, false),
                                           Transport::Dot);
+  dot_addr_ = net::localAddress(dot_->fd());
   if (settings.udp) {
     udp_ = std::make_unique<UdpListener>(*this, bindOrThrow("--udp", *settings.udp, true));
+    udp_addr_ = net::localAddress(udp_->fd());
   }
   if (settings.tcp) {
     tcp_ = std::make_unique<StreamListener>(*this, bindOrThrow("--tcp", *settings.tcp, false),
                                             Transport::Tcp);
+    tcp_addr_ = net::localAddress(tcp_->fd());
   }
 }
 
 MockServer::~MockServer() = default;
 
 net::SocketAddress MockServer::dotAddress() const {
-  return net::localAddress(dot_->fd());
+  return dot_addr_;
 }
 std::optional<net::SocketAddress> MockServer::udpAddress() const {
-  if (!udp_) return std::nullopt;
-  return net::localAddress(udp_->fd());
+  return udp_addr_;
 }
 std::optional<net::SocketAddress> MockServer::tcpAddress() const {
-  if (!tcp_) return std::nullopt;
-  return net::localAddress(tcp_->fd());
+  return tcp_addr_;
 }
 
 void MockServer::accepted(net::Fd fd, Transport transport) {
+  const uint64_t number = ++stream_connections_;
+  const FaultRule* rule = faults_.forConnection(number);
+  const bool stalled = rule && rule->action == FaultAction::StallHandshake;
+  const tls::ServerContext* ctx = &tls_;
+  if (rule && rule->action == FaultAction::ExpiredCert && expired_tls_) ctx = expired_tls_;
+  if (rule && rule->action == FaultAction::WrongNameCert && wrong_name_tls_) ctx = wrong_name_tls_;
   std::optional<tls::Stream> stream;
   if (transport == Transport::Dot) {
     ++responder_.counters().connections;
-    auto s = tls::Stream::server(tls_, fd.get());
+    auto s = tls::Stream::server(*ctx, fd.get());
     if (!s) {
       log::warn("dotmock: TLS stream: {}", errcName(s.error()));
       return;
     }
     stream.emplace(std::move(*s));
   }
-  auto conn = std::make_unique<Connection>(*this, std::move(fd), transport, std::move(stream));
+  auto conn = std::make_unique<Connection>(*this, std::move(fd), transport, std::move(stream),
+                                           number, stalled);
   Connection* raw = conn.get();
   connections_.emplace(raw, std::move(conn));
   raw->start();
@@ -420,6 +543,71 @@ void MockServer::accepted(net::Fd fd, Transport transport) {
 
 void MockServer::release(Connection* c) {
   loop_.defer([this, c] { connections_.erase(c); });
+}
+
+MockServer::Outcome MockServer::applyFaults(WireView query, Reply& reply, uint64_t connection) {
+  if (faults_.empty() || down_) return down_ ? Outcome::Drop : Outcome::Send;
+  auto parsed = dns::parseMessage(query);
+  if (!parsed || parsed->questions.empty()) return Outcome::Send;
+  const FaultRule* rule =
+      faults_.forQuery(responder_.counters().queries, parsed->questions[0].name, connection);
+  if (!rule) return Outcome::Send;
+  log::debug("dotmock: fault line {}: {}", rule->line, faultActionName(rule->action));
+  switch (rule->action) {
+    case FaultAction::Delay:
+      reply.delay += std::chrono::milliseconds(rule->ms);
+      return Outcome::Send;
+    case FaultAction::Drop:
+      return Outcome::Drop;
+    case FaultAction::Close:
+      return Outcome::Close;
+    case FaultAction::CloseMid:
+      return Outcome::CloseMid;
+    case FaultAction::Oversized:
+      return Outcome::Oversized;
+    case FaultAction::Down:
+      down_ = true;
+      loop_.defer([this, ms = std::chrono::milliseconds(rule->ms)] { goDown(ms); });
+      return Outcome::Drop;
+    default:
+      reply.wire = alterAnswer(rule->action, query, reply.wire);
+      return Outcome::Send;
+  }
+}
+
+void MockServer::goDown(std::chrono::milliseconds ms) {
+  log::info("dotmock: going down for {} ms", ms.count());
+  dot_->close();
+  if (udp_) udp_->close();
+  if (tcp_) tcp_->close();
+  std::vector<Connection*> open;
+  for (const auto& [raw, conn] : connections_) open.push_back(raw);
+  for (Connection* c : open) c->abort();
+  loop_.after(ms, [this] { comeBack(0); });
+}
+
+// Binds the same addresses again; a port taken meanwhile is retried for a while (bounded).
+void MockServer::comeBack(unsigned attempt) {
+  constexpr unsigned kAttempts = 100;
+  auto rebind = [](const net::SocketAddress& a, bool udp) {
+    return udp ? net::udpSocket(a, false) : net::tcpListener(a, false, 1024);
+  };
+  auto dot = rebind(dot_addr_, false);
+  auto udp = udp_addr_ ? rebind(*udp_addr_, true) : Result<net::Fd>(net::Fd());
+  auto tcp = tcp_addr_ ? rebind(*tcp_addr_, false) : Result<net::Fd>(net::Fd());
+  if (!dot || !udp || !tcp) {
+    if (attempt + 1 >= kAttempts) {
+      log::error("dotmock: cannot listen again after down; staying down");
+      return;
+    }
+    loop_.after(std::chrono::milliseconds(50), [this, attempt] { comeBack(attempt + 1); });
+    return;
+  }
+  dot_->reopen(std::move(*dot));
+  if (udp_) udp_->reopen(std::move(*udp));
+  if (tcp_) tcp_->reopen(std::move(*tcp));
+  down_ = false;
+  log::info("dotmock: back up");
 }
 
 }  // namespace dotproxy::dotmock

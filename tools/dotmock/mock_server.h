@@ -11,6 +11,7 @@
 #include "dotproxy/net/event_loop.h"
 #include "dotproxy/net/socket.h"
 #include "dotproxy/tls/tls.h"
+#include "faults.h"
 #include "responder.h"
 
 namespace dotproxy::dotmock {
@@ -39,12 +40,30 @@ class MockServer {
 
   size_t openConnections() const noexcept { return connections_.size(); }
 
+  // Replaces the fault script (faults.h); connections already open keep their certificate.
+  void setFaults(FaultScript script) { faults_ = std::move(script); }
+  // The certificates presented by the expired-cert and wrong-name-cert faults (must outlive the
+  // server); without them those faults present the normal certificate.
+  void setFaultCertificates(const tls::ServerContext* expired,
+                            const tls::ServerContext* wrong_name) {
+    expired_tls_ = expired;
+    wrong_name_tls_ = wrong_name;
+  }
+
  private:
   class UdpListener;
   class StreamListener;
   class Connection;
 
   void accepted(net::Fd fd, Transport transport);
+  // What the fault script does to one query's reply (already altered in place); `connection` is
+  // the stream connection's number, 0 for UDP.
+  enum class Outcome : uint8_t { Send, Drop, Close, CloseMid, Oversized };
+  Outcome applyFaults(WireView query, Reply& reply, uint64_t connection);
+  // The `down MS` fault: every listener and connection closed, listeners reopened on the same
+  // addresses after `ms`.
+  void goDown(std::chrono::milliseconds ms);
+  void comeBack(unsigned attempt);
   // Unregisters and frees the connection after the current batch of events.
   void release(Connection* c);
 
@@ -56,6 +75,13 @@ class MockServer {
   std::unique_ptr<UdpListener> udp_;
   std::unique_ptr<StreamListener> tcp_;
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
+  FaultScript faults_;
+  const tls::ServerContext* expired_tls_ = nullptr;
+  const tls::ServerContext* wrong_name_tls_ = nullptr;
+  uint64_t stream_connections_ = 0;  // accepted so far (DoT and TCP), for `connection N`
+  net::SocketAddress dot_addr_{};    // bound addresses, for coming back after `down`
+  std::optional<net::SocketAddress> udp_addr_, tcp_addr_;
+  bool down_ = false;
 };
 
 }  // namespace dotproxy::dotmock

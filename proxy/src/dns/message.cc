@@ -38,28 +38,47 @@ Result<void> readOptions(WireView rdata, Edns& e) {
 }  // namespace
 
 Result<Message> parseMessage(WireView wire) noexcept {
+  return parseMessage(wire, nullptr);
+}
+
+Result<Message> parseMessage(WireView wire, ParseFailure* failure) noexcept {
+  // The element being read, for the failure report: "header", "question", "answer record"...
+  const char* what = "header";
+  unsigned index = 0;
+  size_t start = 0;
+  auto fail = [&](Errc e) -> Result<Message> {
+    if (failure) *failure = {.error = e, .element = what, .index = index, .offset = start};
+    return std::unexpected(e);
+  };
   // Allocation failure is the one exception left here; treat it as a message too large to hold.
   try {
     WireReader r(wire);
     Message m;
     m.header = readHeader(r);
-    if (!r.ok()) return std::unexpected(*r.error());
+    if (!r.ok()) return fail(*r.error());
 
     m.questions.reserve(std::min<size_t>(m.header.qdcount, r.remaining() / kMinQuestion));
+    what = "question";
     for (unsigned i = 0; i < m.header.qdcount; ++i) {
+      index = i;
+      start = r.pos();
       Question q;
       q.name = readName(r);
       q.type = r.u16();
       q.klass = r.u16();
-      if (!r.ok()) return std::unexpected(*r.error());
+      if (!r.ok()) return fail(*r.error());
       m.questions.push_back(q);
     }
 
     const uint16_t counts[3] = {m.header.ancount, m.header.nscount, m.header.arcount};
     std::vector<Record>* sections[3] = {&m.answer, &m.authority, &m.additional};
+    const char* names[3] = {"answer record", "authority record", "additional record"};
     for (int s = 0; s < 3; ++s) {
       sections[s]->reserve(std::min<size_t>(counts[s], r.remaining() / kMinRecord));
+      what = names[s];
       for (unsigned i = 0; i < counts[s]; ++i) {
+        index = i;
+        start = r.pos();
         Record rec;
         rec.name = readName(r);
         rec.type = r.u16();
@@ -68,20 +87,22 @@ Result<Message> parseMessage(WireView wire) noexcept {
         rec.rdlength = r.u16();
         rec.rdata_offset = r.pos();
         WireView rdata = r.bytes(rec.rdlength);
-        if (!r.ok()) return std::unexpected(*r.error());
+        if (!r.ok()) return fail(*r.error());
         if (rec.type != type::OPT) {
           sections[s]->push_back(rec);
           continue;
         }
+        what = "OPT record";
         // RFC 6891 6.1.1: one OPT at most, in the additional section, owned by the root.
-        if (s != 2 || m.edns || !rec.name.isRoot()) return std::unexpected(Errc::FormErr);
+        if (s != 2 || m.edns || !rec.name.isRoot()) return fail(Errc::FormErr);
         m.edns = ednsFromFixed(rec.klass, rec.ttl);
-        if (auto ok = readOptions(rdata, *m.edns); !ok) return std::unexpected(ok.error());
+        if (auto ok = readOptions(rdata, *m.edns); !ok) return fail(ok.error());
+        what = names[s];
       }
     }
     return m;
   } catch (const std::bad_alloc&) {
-    return std::unexpected(Errc::TooLarge);
+    return fail(Errc::TooLarge);
   }
 }
 

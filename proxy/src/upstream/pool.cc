@@ -377,6 +377,16 @@ class Pool::Connection final : public net::EventLoop::Handler {
 
   void onMessage(PacketBuffer msg) {
     auto info = dns::parseResponse(msg);
+    // A frame longer than the message it holds: the upstream's length prefix is wrong and the
+    // stream is out of step (the next answers were swallowed, the next prefix is read from the
+    // middle of a message). Nothing more read from it can be trusted: every query on it moves on.
+    if (info && info->end != msg.size()) {
+      pool_.counters_.upstream_malformed.inc();
+      failure_ = fmt::format("a {}-byte frame holds a {}-byte message: framing out of step",
+                             msg.size(), info->end);
+      fail(Errc::FormErr);
+      return;
+    }
     auto it = msg.size() >= 2 ? pending_.find(loadU16(msg.data())) : pending_.end();
     if (it == pending_.end()) {
       (info ? pool_.counters_.upstream_mismatch : pool_.counters_.upstream_malformed).inc();
@@ -402,6 +412,13 @@ class Pool::Connection final : public net::EventLoop::Handler {
       pool_.counters_.upstream_mismatch.inc();
       pool_.perUpstream(upstream_).mismatch.inc();
       pool_.onAttemptFailed(p.request_id, id_, qid, Errc::Mismatch);
+      return;
+    }
+    if (info->rcode() == static_cast<uint16_t>(dns::Rcode::Refused)) {
+      // REFUSED is the upstream's policy towards us, not an answer for the client (RFC 1035
+      // 4.1.1): ask another upstream; the client gets SERVFAIL if none answers.
+      pool_.counters_.upstream_refused.inc();
+      pool_.onAttemptFailed(p.request_id, id_, qid, Errc::NoUpstream);
       return;
     }
     pool_.counters_.upstream_answers.inc();

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -354,6 +355,24 @@ TEST(DotmockFlags, BadFlagIsOneLineAndExit2) {
 
 TEST(DotmockFlags, BadAddressIsExit2) {
   DotmockProcess p({"--udp", "localhost:53"});
+  EXPECT_EQ(p.wait(deadlineIn(5s)), 2);
+}
+
+TEST(DotmockFlags, BadFaultScriptIsOneLineNamingTheLineAndExit2) {
+  const std::string path = ::testing::TempDir() + "dotmock-bad.faults";
+  {
+    std::ofstream out(path);
+    out << "query 1 drop\nlabel x explode\n";
+  }
+  DotmockProcess p({"--faults", path});
+  const std::string err = p.readStderr(deadlineIn(5s));
+  EXPECT_EQ(p.wait(deadlineIn(5s)), 2);
+  EXPECT_NE(err.find("line 2: unknown action 'explode'"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
+TEST(DotmockFlags, MissingFaultScriptIsExit2) {
+  DotmockProcess p({"--faults", "/nonexistent/dotmock.faults"});
   EXPECT_EQ(p.wait(deadlineIn(5s)), 2);
 }
 

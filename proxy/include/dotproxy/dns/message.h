@@ -59,6 +59,18 @@ struct Message {
 // that overrun its rdata: FormErr. Bytes after the last record are ignored.
 Result<Message> parseMessage(WireView wire) noexcept;
 
+// Where parseMessage failed: the element being read ("header", "question", "answer record",
+// "authority record", "additional record", "OPT record"), its index within its section and the
+// offset of its first byte.
+struct ParseFailure {
+  Errc error = Errc::FormErr;
+  const char* element = "header";
+  unsigned index = 0;
+  size_t offset = 0;
+};
+// Same, and on failure fills *failure (if given).
+Result<Message> parseMessage(WireView wire, ParseFailure* failure) noexcept;
+
 enum class Section : uint8_t { Answer, Authority, Additional };
 
 // Builds a message field by field; names are written uncompressed. Counts are kept by the builder

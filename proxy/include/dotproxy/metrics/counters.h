@@ -98,6 +98,7 @@ constexpr size_t qtypeSlot(uint16_t qtype) noexcept {
   X(upstream_timeouts) \
   X(upstream_malformed) \
   X(upstream_mismatch) \
+  X(upstream_refused) \
   X(upstream_late) \
   X(upstream_connects) \
   X(upstream_handshakes) \
