@@ -59,6 +59,7 @@ constexpr Mapping kMappings[] = {
     {"upstream_connect_failures", "dotproxy_upstream_failures_total", "cause=connect", ""},
     {"upstream_resets", "dotproxy_upstream_failures_total", "cause=reset", ""},
     {"upstream_stalls", "dotproxy_upstream_failures_total", "cause=stall", ""},
+    {"upstream_refused", "dotproxy_upstream_failures_total", "cause=refused", ""},
     {"upstream_no_upstream", "dotproxy_upstream_failures_total", "cause=no_upstream", ""},
     {"upstream_late", "dotproxy_upstream_late_answers_total", "", "Upstream answers that came after their query had been given up."},
     {"upstream_connects", "dotproxy_upstream_connects_total", "", "Upstream TCP connections opened."},
@@ -108,10 +109,15 @@ void renderUpstreams(Exposition& e, const std::vector<const metrics::Counters*>&
   e.family("dotproxy_upstream_server_failures_total", "counter",
            "This upstream's failures, by cause.");
   static constexpr std::pair<std::string_view, metrics::Counter UC::*> kCauses[] = {
-      {"timeout", &UC::timeouts},       {"malformed", &UC::malformed},
-      {"mismatch", &UC::mismatch},      {"tls", &UC::tls_failures},
-      {"verify", &UC::verify_failures}, {"connect", &UC::connect_failures},
-      {"reset", &UC::resets},           {"stall", &UC::stalls}};
+      {"timeout", &UC::timeouts},
+      {"malformed", &UC::malformed},
+      {"mismatch", &UC::mismatch},
+      {"tls", &UC::tls_failures},
+      {"verify", &UC::verify_failures},
+      {"connect", &UC::connect_failures},
+      {"reset", &UC::resets},
+      {"refused", &UC::refused},
+      {"stall", &UC::stalls}};
   for (size_t u = 0; u < upstreams.size(); ++u) {
     for (const auto& [cause, field] : kCauses) {
       e.sample("dotproxy_upstream_server_failures_total",
@@ -340,7 +346,7 @@ std::string renderStatusJson(const std::vector<const metrics::Counters*>& worker
       answers += c.answers.get();
       failures += c.timeouts.get() + c.malformed.get() + c.mismatch.get() + c.tls_failures.get() +
                   c.verify_failures.get() + c.connect_failures.get() + c.resets.get() +
-                  c.stalls.get();
+                  c.stalls.get() + c.refused.get();
       handshakes += c.handshakes.get();
       resumed += c.resumed.get();
       open += c.connections_open.get();

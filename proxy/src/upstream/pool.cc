@@ -418,6 +418,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       // REFUSED is the upstream's policy towards us, not an answer for the client (RFC 1035
       // 4.1.1): ask another upstream; the client gets SERVFAIL if none answers.
       pool_.counters_.upstream_refused.inc();
+      pool_.perUpstream(upstream_).refused.inc();
       pool_.onAttemptFailed(p.request_id, id_, qid, Errc::NoUpstream);
       return;
     }

@@ -116,7 +116,7 @@ constexpr size_t qtypeSlot(uint16_t qtype) noexcept {
 // One upstream's share of the upstream counters, per worker (labelled `upstream` on /metrics).
 struct UpstreamCounters {
   Counter queries, answers, timeouts, malformed, mismatch, tls_failures, verify_failures,
-      connect_failures, resets, stalls, connects, handshakes, resumed, idle_closes;
+      connect_failures, resets, stalls, refused, connects, handshakes, resumed, idle_closes;
   Counter closes;          // TLS-ready connections closed, for any reason
   Counter lifetime_ms;     // their summed age at close: mean age = lifetime_ms / closes
   Gauge connections_open;  // TLS ready now
