@@ -47,8 +47,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto q = dns::parseQuery(query);
   FUZZ_CHECK(q.has_value());
 
-  cache::PacketCache cache({.max_bytes = 1 << 16, .shards = 1, .min_ttl = seconds(knobs & 16 ? 2 : 0),
-                            .max_ttl = seconds(3600), .negative_max_ttl = seconds(600)});
+  cache::PacketCache cache({.max_bytes = 1 << 16,
+                            .shards = 1,
+                            .min_ttl = seconds(knobs & 16 ? 2 : 0),
+                            .max_ttl = seconds(3600),
+                            .negative_max_ttl = seconds(600)});
   const cache::Key key = cache::makeKey(*q);
   const auto t0 = cache::Clock::time_point(seconds(1000));
   if (!cache.insert(key, answer, *info, t0)) return 0;

@@ -1,6 +1,6 @@
 #pragma once
-// What a harness asserts: a failed check prints the condition and aborts, which libFuzzer reports as
-// a crash (and saves the input) and the replay main as a failed test.
+// What a harness asserts: a failed check prints the condition and aborts, which libFuzzer reports
+// as a crash (and saves the input) and the replay main as a failed test.
 
 #include <cstdio>
 #include <cstdlib>

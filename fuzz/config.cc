@@ -1,6 +1,7 @@
 // Target 6: the configuration loader, config::applyToml, on arbitrary text. A ConfigError (with a
 // message naming the origin) is the expected answer to bad input; any other exception, a crash or a
-// hang is a bug. Settings that load must be usable: a second load of the same text over them agrees.
+// hang is a bug. Settings that load must be usable: a second load of the same text over them
+// agrees.
 
 #include <cstddef>
 #include <cstdint>

@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   dotq::Reply reply;
   reply.wire = PacketBuffer(wire);
   reply.message = std::move(*m);
-  reply.transport = size % 3 == 0 ? dotq::Transport::Udp
+  reply.transport = size % 3 == 0   ? dotq::Transport::Udp
                     : size % 3 == 1 ? dotq::Transport::Tcp
                                     : dotq::Transport::Tls;
   reply.truncated_udp = size % 2 == 0;

@@ -32,8 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t n_sizes = std::min<size_t>(1 + data[0] % 8, size - 1);
   std::vector<size_t> sizes(data + 1, data + 1 + n_sizes);
   if (sizes.empty()) sizes.push_back(1);
-  const WireView stream(reinterpret_cast<const std::byte*>(data) + 1 + n_sizes,
-                        size - 1 - n_sizes);
+  const WireView stream(reinterpret_cast<const std::byte*>(data) + 1 + n_sizes, size - 1 - n_sizes);
 
   tls::DotFramer whole;
   whole.feed(stream);

@@ -1,9 +1,9 @@
 // Target 1: the general message parser (dns::parseMessage) and a round trip through the core's
-// serialiser (dns::MessageBuilder). The builder writes names uncompressed and rdata as opaque bytes,
-// so the round trip is: parse, rebuild every field, parse again; the two parses must be equal, and
-// rebuilding the second parse must give the same bytes again (the builder's output is a fixed
-// point). With libFuzzer, a structure-aware mutator (message_mutator.h) also edits records, names
-// and counts of messages that parse.
+// serialiser (dns::MessageBuilder). The builder writes names uncompressed and rdata as opaque
+// bytes, so the round trip is: parse, rebuild every field, parse again; the two parses must be
+// equal, and rebuilding the second parse must give the same bytes again (the builder's output is a
+// fixed point). With libFuzzer, a structure-aware mutator (message_mutator.h) also edits records,
+// names and counts of messages that parse.
 
 #include <cstddef>
 #include <cstdint>

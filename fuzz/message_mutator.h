@@ -126,13 +126,31 @@ inline PacketBuffer fromModel(const Model& m, bool compress, int count_index, in
 }
 
 // Types whose rdata the core and ldns look into, and a few others.
-inline constexpr uint16_t kInterestingTypes[] = {
-    dns::type::A,   dns::type::NS,   dns::type::CNAME, dns::type::SOA,    dns::type::PTR,
-    dns::type::MX,  dns::type::TXT,  dns::type::AAAA,  dns::type::SRV,    dns::type::DS,
-    dns::type::OPT, dns::type::RRSIG, dns::type::NSEC, dns::type::DNSKEY, dns::type::HTTPS,
-    0,              255,             65535};
-inline constexpr const char* kNames[] = {".", "example.com.", "EXAMPLE.com.", "a.b.c.d.e.f.",
-                                         "xn--bcher-kva.example.", "*.example.com.", "_srv._tcp."};
+inline constexpr uint16_t kInterestingTypes[] = {dns::type::A,
+                                                 dns::type::NS,
+                                                 dns::type::CNAME,
+                                                 dns::type::SOA,
+                                                 dns::type::PTR,
+                                                 dns::type::MX,
+                                                 dns::type::TXT,
+                                                 dns::type::AAAA,
+                                                 dns::type::SRV,
+                                                 dns::type::DS,
+                                                 dns::type::OPT,
+                                                 dns::type::RRSIG,
+                                                 dns::type::NSEC,
+                                                 dns::type::DNSKEY,
+                                                 dns::type::HTTPS,
+                                                 0,
+                                                 255,
+                                                 65535};
+inline constexpr const char* kNames[] = {".",
+                                         "example.com.",
+                                         "EXAMPLE.com.",
+                                         "a.b.c.d.e.f.",
+                                         "xn--bcher-kva.example.",
+                                         "*.example.com.",
+                                         "_srv._tcp."};
 
 // `mutate_bytes` is libFuzzer's byte mutator (LLVMFuzzerMutate). Returns the new size.
 template <typename ByteMutator>
@@ -178,7 +196,8 @@ size_t mutateMessage(uint8_t* data, size_t size, size_t max_size, unsigned seed,
       }
       break;
     case 1:  // another type (the rdata stays: mismatched rdata is the point)
-      if (OwnedRecord* r = anyRecord()) r->type = kInterestingTypes[pick(std::size(kInterestingTypes))];
+      if (OwnedRecord* r = anyRecord())
+        r->type = kInterestingTypes[pick(std::size(kInterestingTypes))];
       break;
     case 2: {  // duplicate a record, possibly into another section
       if (OwnedRecord* r = anyRecord()) {
@@ -239,8 +258,8 @@ size_t mutateMessage(uint8_t* data, size_t size, size_t max_size, unsigned seed,
       break;
     default:  // add or drop a question
       if (m.questions.empty() || rng() % 2) {
-        m.questions.push_back({someName(), kInterestingTypes[pick(std::size(kInterestingTypes))],
-                               dns::klass::IN});
+        m.questions.push_back(
+            {someName(), kInterestingTypes[pick(std::size(kInterestingTypes))], dns::klass::IN});
       } else {
         m.questions.pop_back();
       }

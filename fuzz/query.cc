@@ -1,6 +1,6 @@
-// Target 2: the daemon's per-query fast path on a client's bytes: dns::parseQuery (header, question,
-// OPT), the error replies the daemon sends for what it refuses, the query it sends upstream, and
-// the client's reply built from an upstream answer to that query.
+// Target 2: the daemon's per-query fast path on a client's bytes: dns::parseQuery (header,
+// question, OPT), the error replies the daemon sends for what it refuses, the query it sends
+// upstream, and the client's reply built from an upstream answer to that query.
 
 #include <cstddef>
 #include <cstdint>

@@ -1,6 +1,6 @@
-// Standalone main for a libFuzzer harness: runs every file of the directories and files given on the
-// command line through LLVMFuzzerTestOneInput, so that the corpus replays as an ordinary test in
-// every build (GCC included), without libFuzzer. A harness reports a failed check by aborting;
+// Standalone main for a libFuzzer harness: runs every file of the directories and files given on
+// the command line through LLVMFuzzerTestOneInput, so that the corpus replays as an ordinary test
+// in every build (GCC included), without libFuzzer. A harness reports a failed check by aborting;
 // this main only fails when no input could be read at all.
 
 #include <algorithm>

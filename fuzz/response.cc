@@ -16,8 +16,10 @@ using namespace dotproxy;
 dns::Name flipCase(const dns::Name& n) {
   std::string text = n.toText();
   for (char& c : text) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    else if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c >= 'a' && c <= 'z')
+      c = static_cast<char>(c - 'a' + 'A');
+    else if (c >= 'A' && c <= 'Z')
+      c = static_cast<char>(c - 'A' + 'a');
   }
   auto flipped = dns::Name::fromText(text);
   return flipped ? *flipped : n;
