@@ -214,7 +214,8 @@ size_t mutateMessage(uint8_t* data, size_t size, size_t max_size, unsigned seed,
     case 4:  // rdata bytes through libFuzzer's mutator
       if (OwnedRecord* r = anyRecord()) {
         std::vector<uint8_t> rd(r->rdata.size() + 64);
-        std::memcpy(rd.data(), r->rdata.data(), r->rdata.size());
+        std::transform(r->rdata.begin(), r->rdata.end(), rd.begin(),
+                       [](std::byte b) { return std::to_integer<uint8_t>(b); });
         rd.resize(mutate_bytes(rd.data(), r->rdata.size(), rd.size()));
         r->rdata.assign(reinterpret_cast<const std::byte*>(rd.data()),
                         reinterpret_cast<const std::byte*>(rd.data()) + rd.size());
