@@ -18,6 +18,9 @@ work=build/fuzz-work
 artifacts=build/fuzz-artifacts
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# Stack traces with file and line (llvm-19, from ci/deps.sh test).
+[[ -x /usr/lib/llvm-19/bin/llvm-symbolizer ]] &&
+  export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-/usr/lib/llvm-19/bin/llvm-symbolizer}
 for t in "${targets[@]}"; do
   rm -rf "${work:?}/$t" "${artifacts:?}/$t"
   mkdir -p "$work/$t" "$artifacts/$t"

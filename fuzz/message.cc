@@ -2,8 +2,7 @@
 // serialiser (dns::MessageBuilder). The builder writes names uncompressed and rdata as opaque
 // bytes, so the round trip is: parse, rebuild every field, parse again; the two parses must be
 // equal, and rebuilding the second parse must give the same bytes again (the builder's output is a
-// fixed point). With libFuzzer, a structure-aware mutator (message_mutator.h) also edits records,
-// names and counts of messages that parse.
+// fixed point). message_mutator.cc adds an opt-in structure-aware mutator to the libFuzzer binary.
 
 #include <cstddef>
 #include <cstdint>
@@ -92,16 +91,3 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              std::equal(third.view().begin(), third.view().end(), again.view().begin()));
   return 0;
 }
-
-#ifdef DOTPROXY_LIBFUZZER
-extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);
-
-// DOTPROXY_FUZZ_PLAIN=1 in the environment turns the structure-aware mutations off (libFuzzer's
-// byte mutations only), to compare the two.
-extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size,
-                                          unsigned int seed) {
-  static const bool plain = std::getenv("DOTPROXY_FUZZ_PLAIN") != nullptr;
-  if (plain) return LLVMFuzzerMutate(data, size, max_size);
-  return dotproxy::fuzz::mutateMessage(data, size, max_size, seed, LLVMFuzzerMutate);
-}
-#endif

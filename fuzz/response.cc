@@ -8,22 +8,11 @@
 #include "check.h"
 #include "dotproxy/dns/message.h"
 #include "dotproxy/dns/query.h"
+#include "names.h"
 
 namespace {
 
 using namespace dotproxy;
-
-dns::Name flipCase(const dns::Name& n) {
-  std::string text = n.toText();
-  for (char& c : text) {
-    if (c >= 'a' && c <= 'z')
-      c = static_cast<char>(c - 'a' + 'A');
-    else if (c >= 'A' && c <= 'Z')
-      c = static_cast<char>(c - 'A' + 'a');
-  }
-  auto flipped = dns::Name::fromText(text);
-  return flipped ? *flipped : n;
-}
 
 // The client's query for a question: its own ID and spelling, with or without EDNS and DO.
 PacketBuffer clientQuery(const dns::Name& name, uint16_t type, uint16_t klass, uint8_t variant) {
@@ -59,13 +48,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(fixed_match == (r->header.id == 0x1234 && r->qname.equalsIgnoreCase(fixed) &&
                              r->qtype == dns::type::A && r->qclass == dns::klass::IN));
   FUZZ_CHECK(dns::answerMatches(*r, r->header.id, r->qname, r->qtype, r->qclass));
-  FUZZ_CHECK(dns::answerMatches(*r, r->header.id, flipCase(r->qname), r->qtype, r->qclass));
+  FUZZ_CHECK(dns::answerMatches(*r, r->header.id, fuzz::flipCase(r->qname), r->qtype, r->qclass));
   FUZZ_CHECK(!dns::answerMatches(*r, r->header.id ^ 1, r->qname, r->qtype, r->qclass));
   FUZZ_CHECK(!dns::answerMatches(*r, r->header.id, r->qname, r->qtype ^ 1, r->qclass));
 
   // The client's reply, as the daemon builds it for a matching answer.
   const uint8_t variant = size > 0 ? data[size - 1] : 0;
-  PacketBuffer query = clientQuery(flipCase(r->qname), r->qtype, r->qclass, variant);
+  PacketBuffer query = clientQuery(fuzz::flipCase(r->qname), r->qtype, r->qclass, variant);
   auto q = dns::parseQuery(query);
   FUZZ_CHECK(q.has_value());
   for (size_t limit : {size_t{512}, q->maxUdpReply(1232), dns::kMaxMessage}) {
