@@ -6,7 +6,7 @@ set -euo pipefail
 
 build_pkgs=(cmake ninja-build g++ pkg-config ca-certificates libssl-dev libldns-dev libcli11-dev
             libtomlplusplus-dev libfmt-dev)
-test_pkgs=(googletest libgtest-dev clang-19 libclang-rt-19-dev clang-format-19
+test_pkgs=(googletest libgtest-dev clang-19 libclang-rt-19-dev llvm-19 clang-format-19
            python3-pytest python3-dnspython python3-prometheus-client pybind11-dev python3-dev
            openssl bind9-dnsutils knot-dnsutils dnsperf unbound chromium)
 bench_pkgs=(dnsdist dnsperf unbound knot-resolver bind9-dnsutils)

@@ -53,6 +53,12 @@ STOP_TIMEOUT = 10.0  # seconds for SIGTERM to end a process
 IO_TIMEOUT = 5.0  # default deadline of one DNS exchange in a test
 
 
+def pytest_configure(config):
+    # The tsan test preset runs `pytest -m multiworker`: the tests that start dotproxy with more
+    # than one worker thread.
+    config.addinivalue_line("markers", "multiworker: starts dotproxy with more than one worker")
+
+
 # --------------------------------------------------------------------------------------------
 # bounded waiting
 

@@ -50,6 +50,7 @@ def test_ready_line_and_stats(mock, proxy):
     assert final["answers"] == s1["answers"]
 
 
+@pytest.mark.multiworker
 def test_several_workers_share_the_port(mock, proxy):
     m = mock()
     p = proxy(m, workers=2)

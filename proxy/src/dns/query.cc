@@ -36,24 +36,71 @@ bool optionsWellFormed(WireView rdata) noexcept {
   return o.ok();
 }
 
-// The names inside the rdata of the types that may compress them (RFC 3597 4) must be readable and
-// end exactly at the end of the rdata.
-std::optional<Errc> checkRdataNames(WireView msg, const RecordHead& h) noexcept {
+// The offsets of the labels of the names read so far in an upstream answer. A compression pointer
+// stands for "a prior occurrence of the same name" (RFC 1035 4.1.4), so it must land on one of
+// them. A pointer that lands anywhere else builds its name out of bytes that are not a name, such
+// as TTL fields (which the cache rewrites as the entry ages), the upstream's OPT or bytes after the
+// last record (which the client's reply drops): the name the client would read is then not the
+// name we validated, and may not even parse. Pointers hold 14-bit offsets, so 16384 bits suffice.
+class LabelStarts {
+ public:
+  explicit LabelStarts(size_t message_size) noexcept
+      : words_(std::min(kWords, (message_size + 63) / 64)) {
+    std::fill_n(bits_, words_, uint64_t{0});
+  }
+  void add(size_t at) noexcept {
+    if (at / 64 < words_) bits_[at / 64] |= uint64_t{1} << (at % 64);
+  }
+  bool has(size_t at) const noexcept {
+    return at / 64 < words_ && ((bits_[at / 64] >> (at % 64)) & 1);
+  }
+
+ private:
+  static constexpr size_t kWords = 16384 / 64;
+  size_t words_;
+  uint64_t bits_[kWords];
+};
+
+// Reads the name at r.pos() (skipName's checks), records its own labels and, if it ends in a
+// pointer, checks that the pointer lands on a label recorded before: BadPointer otherwise.
+void skipNameFromLabels(WireReader& r, LabelStarts& seen) noexcept {
+  const size_t start = r.pos();
+  skipName(r);
+  if (!r.ok()) return;
+  WireReader c(r.message());
+  c.seek(start);
+  while (c.ok()) {
+    const size_t at = c.pos();
+    const uint8_t len = c.u8();
+    if ((len & 0xC0) == 0xC0) {
+      const size_t target = (size_t{len & 0x3fu} << 8) | c.u8();
+      if (c.ok() && !seen.has(target)) r.fail(Errc::BadPointer);
+      return;
+    }
+    seen.add(at);
+    if (len == 0) return;
+    c.skip(len);
+  }
+}
+
+// The names inside the rdata of the types that may compress them (RFC 3597 4) must be readable,
+// point only to earlier names, and end exactly at the end of the rdata.
+std::optional<Errc> checkRdataNames(WireView msg, const RecordHead& h, LabelStarts& seen) noexcept {
   WireReader r(msg);
   r.seek(h.rdata_offset);
   switch (h.type) {
     case type::NS:
     case type::CNAME:
     case type::PTR:
-      skipName(r);
+      skipNameFromLabels(r, seen);
       break;
     case type::MX:
       r.skip(2);
-      skipName(r);
+      skipNameFromLabels(r, seen);
       break;
     case type::SOA:
-      skipName(r);
-      skipName(r);
+      skipNameFromLabels(r, seen);
+      skipNameFromLabels(r, seen);
       r.skip(20);
       break;
     default:
@@ -244,7 +291,10 @@ Result<ResponseInfo> parseResponse(WireView wire) noexcept {
   info.header = readHeader(r);
   if (!info.header.qr()) return std::unexpected(Errc::NotResponse);
   if (info.header.qdcount != 1) return std::unexpected(Errc::FormErr);
+  LabelStarts seen(wire.size());
   info.qname = readName(r);
+  r.seek(kHeaderSize);
+  skipNameFromLabels(r, seen);  // a question cannot hold a pointer: this records its labels
   info.qtype = r.u16();
   info.qclass = r.u16();
   if (!r.ok()) return std::unexpected(*r.error());
@@ -259,6 +309,12 @@ Result<ResponseInfo> parseResponse(WireView wire) noexcept {
       if (info.opt_offset != 0) return std::unexpected(Errc::FormErr);  // OPT must be last
       const RecordHead h = readRecordHead(r);
       if (!r.ok()) return std::unexpected(*r.error());
+      if (h.type != type::OPT) {  // the OPT's owner is checked below, and never reaches a client
+        WireReader owner(wire);
+        owner.seek(h.start);
+        skipNameFromLabels(owner, seen);
+        if (!owner.ok()) return std::unexpected(*owner.error());
+      }
       if (h.type == type::OPT) {
         if (s != kAdditional || !ownerIsRoot(wire, h.start) ||
             !optionsWellFormed(rdataOf(wire, h))) {
@@ -269,7 +325,7 @@ Result<ResponseInfo> parseResponse(WireView wire) noexcept {
         info.ext_rcode = static_cast<uint8_t>(h.ttl >> 24);
         continue;
       }
-      if (auto err = checkRdataNames(wire, h)) return std::unexpected(*err);
+      if (auto err = checkRdataNames(wire, h, seen)) return std::unexpected(*err);
       const uint32_t ttl = (h.ttl & 0x80000000u) ? 0 : h.ttl;  // RFC 2181 8
       info.min_ttl = have_ttl ? std::min(info.min_ttl, ttl) : ttl;
       have_ttl = true;

@@ -19,9 +19,9 @@
 
 // Allocation counting for the warm-hit test: a replaced global operator new that counts while
 // g_counting is set and otherwise only forwards to malloc. Sanitizer runtimes bring their own
-// operator new, so under ASan the test checks buffer stability only.
+// operator new, so under ASan and TSan the test checks buffer stability only.
 #if defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define DOTPROXY_TEST_NO_NEW_HOOK 1
 #endif
 #endif

@@ -576,6 +576,42 @@ TEST(ParseResponse, TrailingBytesAreIgnored) {
   EXPECT_EQ(r->end, size);
 }
 
+// Found by fuzz/cache.cc: a pointer may land on bytes that are not a name, here a TTL field. The
+// cache rewrites TTLs (capped at max_ttl, aged on every hit), so the name a client read changed
+// under it: 0x01610000 ("a.") capped to 86400 (0x00015180) reads as the root.
+TEST(ParseResponse, PointerIntoTtlFieldIsRejected) {
+  Bytes m = testing::header(1, flag::QR, 1, 2, 0, 0);
+  append(m, {3, 'c', 'o', 'm', 0, 0, 1, 0, 1});                         // question ends at 21
+  append(m, {0xC0, 12, 0, 1, 0, 1, 1, 'a', 0, 0, 0, 4, 192, 0, 2, 1});  // TTL field at 27
+  append(m, {0xC0, 27, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2});   // owner: "a." in the TTL
+  EXPECT_EQ(parseResponse(view(m)).error(), Errc::BadPointer);
+}
+
+// Found by fuzz/response.cc: a pointer to a label whose bytes run on past the last record. The
+// client's reply (and the cache) keep the records only, so the name read off the reply ran out of
+// the message: the client got a reply that does not parse.
+TEST(ParseResponse, NameReadingPastTheLastRecordIsRejected) {
+  Bytes m = testing::header(1, flag::QR, 1, 2, 0, 0);
+  append(m, {3, 'c', 'o', 'm', 0, 0, 1, 0, 1});
+  append(m, {0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 1, 12});  // TXT rdata: a length byte, at 33
+  append(m, {0xC0, 33, 0, 1, 0, 1, 0, 0, 0, 60, 0, 0});       // owner: that label, 34..45
+  append(m, {0});                                             // after the records: its root
+  EXPECT_EQ(parseResponse(view(m)).error(), Errc::BadPointer);
+}
+
+TEST(ParseResponse, PointersToEarlierNamesAreAccepted) {
+  // As servers compress: owners to the question, an MX exchange to the owner's labels, a later
+  // owner to that exchange, and a pointer to a suffix ("com" inside "example.com").
+  Bytes m = testing::header(1, flag::QR, 1, 2, 0, 1);
+  append(m, {7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 15, 0, 1});  // ends 29
+  append(m, {0xC0, 12, 0, 15, 0, 1, 0, 0, 0, 60, 0, 9, 0, 10, 4, 'm', 'a', 'i', 'l', 0xC0, 12});
+  append(m, {0xC0, 12, 0, 15, 0, 1, 0, 0, 0, 60, 0, 8, 0, 20, 3, 'm', 'x', '2', 0xC0, 20});
+  append(m, {0xC0, 43, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 25});  // mail.example.com.
+  auto r = parseResponse(view(m));
+  ASSERT_TRUE(r) << static_cast<int>(r.error());
+  EXPECT_EQ(r->end, m.size());
+}
+
 // ---------------------------------------------------------------- answerMatches
 
 TEST(AnswerMatches, CaseInsensitiveName) {

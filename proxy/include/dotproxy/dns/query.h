@@ -85,7 +85,10 @@ struct ResponseInfo {
 // Validates an upstream answer: QR=1 (NotResponse), exactly one question (FormErr), every record
 // readable with in-bounds names (Truncated/BadPointer/...), at most one OPT, at the root, as the
 // last record of the message, with options inside its rdata (FormErr otherwise). The compressed
-// names inside NS, CNAME, PTR, MX and SOA rdata are checked too. Fewer than 12 bytes: Truncated.
+// names inside NS, CNAME, PTR, MX and SOA rdata are checked too. A compression pointer must land on
+// a label of a name read before it (RFC 1035 4.1.4: it replaces a prior occurrence of a name), else
+// BadPointer: a name must not be made of TTLs or other bytes that the reply or the cache rewrite
+// or drop. Fewer than 12 bytes: Truncated.
 Result<ResponseInfo> parseResponse(WireView wire) noexcept;
 
 // True if the answer is for the query with this id and question (name compared case-insensitively).
