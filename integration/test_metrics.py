@@ -57,6 +57,7 @@ def metrics_addr(p):
     return split_hostport(p.ready["metrics"])
 
 
+@pytest.mark.multiworker  # the scrape reads every worker's counters while they run (TSan)
 def test_metrics_parse_and_counters_move(mock, proxy):
     m = mock()
     p = proxy(m, "--metrics", "127.0.0.1:0", workers=2)

@@ -55,6 +55,7 @@ def load_page(url: str) -> str:
     return out.stdout
 
 
+@pytest.mark.multiworker
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by ci/deps.sh test")
 def test_status_page_shows_live_state(mock, proxy):
     m = mock()
