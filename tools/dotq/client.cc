@@ -206,8 +206,9 @@ class StreamConnection {
     if (stream_) stream_->shutdown();
   }
 
-  // The connection's part of a reply: transport, TLS facts, connect and handshake times.
-  Reply replyTemplate(Transport transport) const {
+  // A reply that arrived on this connection: the message, the connection's TLS facts and its
+  // connect and handshake times, and the times of this exchange (query sent at `sent`).
+  Reply reply(Transport transport, Clock::time_point sent, Message msg, dns::Message parsed) const {
     Reply r{.transport = transport};
     if (stream_) {
       r.tls_version = stream_->version();
@@ -216,9 +217,13 @@ class StreamConnection {
     }
     r.timings.connect = connect_;
     r.timings.tls_handshake = tls_;
+    r.elapsed = since(start_, Clock::now());
+    r.timings.first_byte = since(sent, msg.first_byte);
+    r.timings.total = r.elapsed;
+    r.wire = std::move(msg.wire);
+    r.message = std::move(parsed);
     return r;
   }
-  Clock::time_point start() const { return start_; }
 
  private:
   explicit StreamConnection(const ExchangeSettings& s) : s_(s), buf_(16384) {}
@@ -287,13 +292,7 @@ std::expected<Reply, ExchangeError> streamExchange(const ExchangeSettings& s, Tr
   auto m = dns::parseMessage(msg->wire);
   if (!m) return noReply(fmt::format("malformed reply: {}", errcName(m.error())));
   if (!matches(q, *m)) return noReply("reply does not match the query (ID or question)");
-  auto done = Clock::now();
-  Reply reply = conn->replyTemplate(transport);
-  reply.elapsed = since(conn->start(), done);
-  reply.timings.first_byte = since(*sent, msg->first_byte);
-  reply.timings.total = reply.elapsed;
-  reply.wire = std::move(msg->wire);
-  reply.message = std::move(*m);
+  Reply reply = conn->reply(transport, *sent, std::move(*msg), std::move(*m));
   conn->close();
   return reply;
 }
@@ -404,13 +403,7 @@ void exchangePipelined(const ExchangeSettings& s, std::span<const PacketBuffer> 
     const size_t index = static_cast<size_t>(it - pending.begin());
     it->reset();
     ++answered;
-    auto done = Clock::now();
-    Reply reply = conn->replyTemplate(transport);
-    reply.elapsed = since(conn->start(), done);
-    reply.timings.first_byte = since(*sent, msg->first_byte);
-    reply.timings.total = reply.elapsed;
-    reply.wire = std::move(msg->wire);
-    reply.message = std::move(*m);
+    Reply reply = conn->reply(transport, *sent, std::move(*msg), std::move(*m));
     reply.pipeline = PipelineSlot{.query = index + 1, .answer = answered, .of = queries.size()};
     on_result(index, std::move(reply));
   }

@@ -326,25 +326,24 @@ void checkReadableFile(std::string_view where, const std::string& path) {
   }
 }
 
-// The operator endpoint's address; port 9153 (CoreDNS's metrics port) when none is given.
-net::SocketAddress parseMetrics(std::string_view where, std::string_view text) {
-  auto addr = net::SocketAddress::parse(text, kMetricsPort);
+// An IP literal with an optional port (`default_port` when none); `example` goes in the message.
+net::SocketAddress parseAddress(std::string_view where, std::string_view text,
+                                uint16_t default_port, std::string_view example) {
+  auto addr = net::SocketAddress::parse(text, default_port);
   if (!addr) {
-    fail(where, fmt::format("\"{}\" is not an IP address with an optional port (e.g. "
-                            "\"127.0.0.1:9153\")",
-                            text));
+    fail(where,
+         fmt::format("\"{}\" is not an IP address with an optional port (e.g. {})", text, example));
   }
   return *addr;
 }
 
 net::SocketAddress parseListen(std::string_view where, std::string_view text) {
-  auto addr = net::SocketAddress::parse(text, kDnsPort);
-  if (!addr) {
-    fail(where, fmt::format("\"{}\" is not an IP address with an optional port (e.g. "
-                            "\"127.0.0.1:53\" or \"[::1]:53\")",
-                            text));
-  }
-  return *addr;
+  return parseAddress(where, text, kDnsPort, "\"127.0.0.1:53\" or \"[::1]:53\"");
+}
+
+// The operator endpoint's address; port 9153 (CoreDNS's metrics port) when none is given.
+net::SocketAddress parseMetrics(std::string_view where, std::string_view text) {
+  return parseAddress(where, text, kMetricsPort, "\"127.0.0.1:9153\"");
 }
 
 std::string readConfigFile(const std::string& path) {
