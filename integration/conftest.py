@@ -44,6 +44,9 @@ if not os.environ.get("PYTHONPATH"):
     sys.path.insert(0, str(REPO / "build/debug/python"))
 try:
     import dotproxy  # noqa: E402  (after the path above)
+
+    if not hasattr(dotproxy, "query"):  # an empty build directory imports as a namespace package
+        raise ImportError(f"dotproxy at {list(dotproxy.__path__)} is not built")
 except ImportError:
     # The tsan preset builds no Python module (a TSan-instrumented extension cannot load into
     # Debian's uninstrumented interpreter) and runs only the multi-worker tests, which do not use
@@ -51,6 +54,7 @@ except ImportError:
     if os.environ.get("DOTPROXY_PYTHON_MODULE") != "absent":
         raise
     dotproxy = None
+    sys.modules["dotproxy"] = None  # the module's suites' importorskip("dotproxy") then skips
 
 DOTPROXY_BIN = os.environ.get("DOTPROXY_BIN") or str(REPO / "build/debug/proxy/dotproxy")
 DOTMOCK_BIN = os.environ.get("DOTMOCK_BIN") or str(REPO / "build/debug/tools/dotmock/dotmock")
