@@ -186,10 +186,15 @@ def test_refused_from_upstream_is_not_an_answer(mock_upstream, daemon):
     """An upstream that REFUSES: the client gets the answer from the other upstream, never the
     REFUSED of a server that is not its own (dotproxy used to relay it)."""
     bad, good, p = two_upstreams(mock_upstream, daemon, "label f refused")
+
+    def refused_once():
+        # Which upstream a query goes to is the pool's choice: ask until the refusing one was asked.
+        msg, t0, t1 = faulty_query(p)
+        check_answered(msg, t0, t1)
+        return p.stats()["upstream_refused"] >= 1
+
     with Bystander(p) as by:
-        for i in range(8):  # enough that the refusing upstream is asked
-            msg, t0, t1 = faulty_query(p)
-            check_answered(msg, t0, t1)
+        wait_for(refused_once, 15, what="a faulty query to reach the refusing upstream")
     assert not by.problems, by.problems
     assert bad.counters()["queries"] >= 1
     assert p.stats()["upstream_refused"] >= 1

@@ -49,7 +49,7 @@ class HttpServer::Impl final : public net::EventLoop::Handler {
  private:
   struct Conn final : net::EventLoop::Handler {
     Conn(Impl& s, uint64_t i, net::Fd f) : server(s), id(i), fd(std::move(f)) {}
-    void onEvents(uint32_t ev) override { server.onConn(*this, ev); }
+    void onEvents(uint32_t) override { server.onConn(*this); }
     Impl& server;
     uint64_t id;
     net::Fd fd;
@@ -60,10 +60,8 @@ class HttpServer::Impl final : public net::EventLoop::Handler {
     net::EventLoop::TimerId deadline = 0;
   };
 
-  void onConn(Conn& c, uint32_t ev) {
-    if (!c.responding) {
-      if (!readRequest(c, ev)) return;
-    }
+  void onConn(Conn& c) {
+    if (!c.responding && !readRequest(c)) return;
     while (c.written < c.out.size()) {
       auto n = net::writeSome(c.fd.get(), std::as_bytes(std::span(c.out).subspan(c.written)));
       if (!n) {
@@ -77,7 +75,7 @@ class HttpServer::Impl final : public net::EventLoop::Handler {
   }
 
   // Reads what has arrived; false while the request is incomplete (or the connection is gone).
-  bool readRequest(Conn& c, uint32_t ev) {
+  bool readRequest(Conn& c) {
     std::byte chunk[2048];
     for (;;) {
       auto n = net::readSome(c.fd.get(), chunk);
@@ -93,7 +91,6 @@ class HttpServer::Impl final : public net::EventLoop::Handler {
       c.in.append(reinterpret_cast<const char*>(chunk), *n);
       if (c.in.size() > net::kMaxHttpHead) break;
     }
-    (void)ev;
     net::HttpRequest req;
     HttpReply reply;
     bool head = false;

@@ -45,18 +45,15 @@ std::string_view transportName(Transport t) noexcept {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// UDP: batches in, batches out (the core's recvmmsg/sendmmsg). Delayed replies wait on a timer
-// with the peer's address.
-class MockServer::UdpListener final : public net::EventLoop::Handler {
+// A listening socket (UDP, or TCP/DoT accepting). The `down` fault closes it and later reopens it
+// on the same port; the object stays for the timers that refer to it.
+class MockServer::Listener : public net::EventLoop::Handler {
  public:
-  UdpListener(MockServer& server, net::Fd fd) : server_(server), fd_(std::move(fd)) {
+  Listener(MockServer& server, net::Fd fd) : server_(server), fd_(std::move(fd)) {
     server_.loop_.add(fd_.get(), EPOLLIN, this);
   }
-  ~UdpListener() { close(); }
 
   int fd() const noexcept { return fd_.get(); }
-  // The `down` fault: the socket goes away (replies still pending are dropped); the object stays
-  // for the timers that refer to it.
   void close() {
     if (!fd_) return;
     server_.loop_.remove(fd_.get());
@@ -66,6 +63,19 @@ class MockServer::UdpListener final : public net::EventLoop::Handler {
     fd_ = std::move(fd);
     server_.loop_.add(fd_.get(), EPOLLIN, this);
   }
+
+ protected:
+  ~Listener() { close(); }
+
+  MockServer& server_;
+  net::Fd fd_;
+};
+
+// UDP: batches in, batches out (the core's recvmmsg/sendmmsg). Delayed replies wait on a timer
+// with the peer's address. After `down`, replies still pending are dropped.
+class MockServer::UdpListener final : public Listener {
+ public:
+  using Listener::Listener;
 
   void onEvents(uint32_t /*epoll_events*/) override {
     for (int round = 0; round < kUdpRounds; ++round) {
@@ -115,33 +125,16 @@ class MockServer::UdpListener final : public net::EventLoop::Handler {
     }
   }
 
-  MockServer& server_;
-  net::Fd fd_;
   net::UdpReceiver rx_{32, 4096};
   net::UdpSender tx_;
   bool flush_scheduled_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
-class MockServer::StreamListener final : public net::EventLoop::Handler {
+class MockServer::StreamListener final : public Listener {
  public:
   StreamListener(MockServer& server, net::Fd fd, Transport transport)
-      : server_(server), fd_(std::move(fd)), transport_(transport) {
-    server_.loop_.add(fd_.get(), EPOLLIN, this);
-  }
-  ~StreamListener() { close(); }
-
-  void close() {
-    if (!fd_) return;
-    server_.loop_.remove(fd_.get());
-    fd_.reset();
-  }
-  void reopen(net::Fd fd) {
-    fd_ = std::move(fd);
-    server_.loop_.add(fd_.get(), EPOLLIN, this);
-  }
-
-  int fd() const noexcept { return fd_.get(); }
+      : Listener(server, std::move(fd)), transport_(transport) {}
 
   void onEvents(uint32_t /*epoll_events*/) override {
     for (int i = 0; i < kAcceptBatch && fd_; ++i) {
@@ -157,8 +150,6 @@ class MockServer::StreamListener final : public net::EventLoop::Handler {
   }
 
  private:
-  MockServer& server_;
-  net::Fd fd_;
   Transport transport_;
 };
 

@@ -51,6 +51,7 @@ class MockServer {
   }
 
  private:
+  class Listener;
   class UdpListener;
   class StreamListener;
   class Connection;
