@@ -50,6 +50,31 @@ def test_hundred_pipelined_queries_in_one_send(pair):
     assert ps["upstream_connects"] == 1, f"100 queries did not ride one upstream connection: {ps}"
 
 
+def data_segments_in(s: socket.socket) -> int:
+    # struct tcp_info (linux/tcp.h): tcpi_data_segs_in is the u32 at offset 152.
+    return struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232), 152)[0]
+
+
+def test_answers_to_a_pipelined_burst_leave_together(pair):
+    # Cache hits are answered while the burst is being read; they must leave in one write (a few
+    # segments), not a write and a segment each: 64 segments for 64 answers made loopback clients
+    # stall on delayed ACKs and tail-loss probes (up to a second) and cost a syscall per answer.
+    _, p = pair
+    queries = [make_query(f"b{i}.test.", "A", qid=i + 1) for i in range(64)]
+    burst = b"".join(frame(q.to_wire()) for q in queries)
+    with tcp_connect(p.addr) as s:
+        s.sendall(burst)  # misses: fills the cache
+        assert len(read_answers(s, 64)) == 64
+        before = data_segments_in(s)
+        s.sendall(burst)  # hits, all answered in the round that reads them
+        answers = read_answers(s, 64)
+        segments = data_segments_in(s) - before
+    assert sorted(r.id for r in answers) == list(range(1, 65))
+    assert all(r.rcode() == dns.rcode.NOERROR for r in answers)
+    assert p.stats()["cache_hits"] >= 64
+    assert segments <= 8, f"64 answers came in {segments} segments"
+
+
 def test_pipelined_answers_come_out_of_order(pair):
     m, p = pair
     # Delayed names first, fast ones after: a server answering in order would return 1, 2, ...

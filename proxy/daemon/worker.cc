@@ -105,14 +105,27 @@ class TcpClient final : public net::EventLoop::Handler {
     maybeClose();
   }
 
+  // Answers are collected and written once the current round of events is done: the answers to a
+  // pipelined burst of queries (cache hits come back synchronously) leave in one write and a few
+  // segments, not a write and a segment each.
   void reply(WireView wire) {
     if (inflight_ > 0) --inflight_;
     if (closed_) return;
     if (!wire.empty()) {
       (void)tls::appendFrame(out_, wire);
       last_activity_ = w_.loop().now();
-      flush();
     }
+    if (!flush_scheduled_) {
+      flush_scheduled_ = true;
+      w_.scheduleTcpFlush(id_);
+    }
+  }
+
+  // The deferred half of reply().
+  void flushScheduled() {
+    flush_scheduled_ = false;
+    if (closed_) return;
+    flush();
     if (closed_) return;
     updateInterest();
     maybeClose();
@@ -241,6 +254,7 @@ class TcpClient final : public net::EventLoop::Handler {
   uint32_t events_ = 0;
   bool read_closed_ = false;
   bool closed_ = false;
+  bool flush_scheduled_ = false;
   Clock::time_point last_activity_;
   net::EventLoop::TimerId idle_timer_ = 0;
 };
@@ -388,6 +402,14 @@ void Worker::removeTcpClient(uint64_t id) {
   loop_.defer([this, id] {
     tcp_clients_.erase(id);
     maybeFinishDrain();
+  });
+}
+
+void Worker::scheduleTcpFlush(uint64_t id) {
+  // By id, not by pointer: a client closed in the same round is freed by an earlier deferred task.
+  loop_.defer([this, id] {
+    auto it = tcp_clients_.find(id);
+    if (it != tcp_clients_.end()) it->second->flushScheduled();
   });
 }
 

@@ -59,6 +59,8 @@ class Worker {
   const config::Settings& settings() const noexcept { return settings_; }
   void addTcpClient(net::Fd fd, const net::SocketAddress& peer);
   void removeTcpClient(uint64_t id);
+  // Writes the answers client `id` collected in this round once the round is done.
+  void scheduleTcpFlush(uint64_t id);
   bool draining() const noexcept { return draining_; }
 
  private:
