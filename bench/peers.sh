@@ -6,11 +6,15 @@
 #   W1  UDP cache hits (1000 names, closed loop)
 #   W2  UDP cache misses forwarded over DoT (a unique name per query, closed loop)
 #   W3  TCP cache hits, pipelined (8 connections x 64 in flight)
-#   W4  a Zipf mix over 10,000 names at a fixed rate (open loop), for latency percentiles
+#   W4  a Zipf mix over 10,000 names at a fixed rate (open loop), for latency percentiles: its p99
+#       swings several-fold from run to run on a shared VM, so it runs in W4_ROUNDS rounds of its
+#       own, each starting every proxy afresh in turn (still one at a time), and the table gives the
+#       median p99 of the rounds, its spread and how many rounds dotproxy's p99 was the lowest
 #   W5  TCP connection churn: a new connection per query
 # and, for the ceiling, a trivial recvmmsg/sendmmsg reflector on CPU 0 driven by dotload and dnsperf.
-# Each figure is the median of RUNS runs; memory is each proxy's peak resident size.
-#   bench/peers.sh [SECONDS] [RUNS] [W4_RATE]
+# Each figure is the median of RUNS runs (W4: of W4_ROUNDS rounds of W4_SECONDS); memory is each
+# proxy's peak resident size.
+#   bench/peers.sh [SECONDS] [RUNS] [W4_RATE] [W4_ROUNDS] [W4_SECONDS]
 # Builds the release preset; installs the peers and dnsperf from Debian if they are missing; stops
 # only what it started. The table goes to stdout; keep a run with `| tee bench/results/DATE-peers.txt`.
 set -euo pipefail
@@ -18,6 +22,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 runs=${2:-3}
 rate=${3:-5000}
+w4_rounds=${4:-10}
+w4_secs=${5:-5}
 bench_targets="dotproxy dotmock dotload reflector"
 source bench/lib.sh
 dotload=build/release/tools/dotload/dotload
@@ -30,41 +36,50 @@ unique_file() { for i in $(seq 1 $((secs * 250000))); do echo "u$i.$1.test A"; d
 results="$work/results"
 : >"$results"
 
+# The load generator's own CPU time (user + system seconds), from bash's `time`.
+TIMEFORMAT='%U %S'
+gen_cpu() { awk '{ print $1 + $2 }' "$work/gen.time"; }
+
 # load WORKLOAD PROXY PORT PID DOTLOAD-ARGS...: one dotload run on CPU 1; appends
-# "WORKLOAD dotload PROXY good_qps p50_us p99_us p999_us cpu_us_per_answer lost not_noerror"
+# "WORKLOAD dotload PROXY good_qps p50_us p99_us p999_us cpu_us_per_answer lost not_noerror
+#  generator_cpu_us_per_answer"
 # (good_qps: NOERROR answers per second; every name asked exists in dotmock's zone).
 load() {
   local w=$1 name=$2 port=$3 pid=$4 before after
   shift 4
   before=$(cpu_ticks "$pid")
-  taskset -c 1 "$dotload" -s 127.0.0.1 -p "$port" -T 1 --json "$@" >"$work/load.json" 2>"$work/load.err" ||
+  { time taskset -c 1 "$dotload" -s 127.0.0.1 -p "$port" -T 1 --json "$@" >"$work/load.json" \
+    2>"$work/load.err"; } 2>"$work/gen.time" ||
     { echo "bench: dotload against $name ($w) failed: $(tail -1 "$work/load.err")" >&2; return 0; }
   after=$(cpu_ticks "$pid")
-  /usr/bin/python3 - "$w" "$name" $((after - before)) "$hz" "$work/load.json" >>"$results" <<'PY'
+  /usr/bin/python3 - "$w" "$name" $((after - before)) "$hz" "$work/load.json" "$(gen_cpu)" >>"$results" <<'PY'
 import json, sys
 w, name, ticks, hz, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+gen = float(sys.argv[6])
 r = json.load(open(path))
 lat = r["latency_us"]
 answered = max(r["answered"], 1)
 other = sum(n for code, n in r["rcodes"].items() if code != "NOERROR")
 good = r["qps"] * (answered - other) / answered  # a fast SERVFAIL is not an answer
 print(w, "dotload", name, f'{good:.0f}', f'{lat["p50"]:.0f}', f'{lat["p99"]:.0f}', f'{lat["p999"]:.0f}',
-      f"{ticks / hz * 1e6 / answered:.2f}", r["lost"], other)
+      f"{ticks / hz * 1e6 / answered:.2f}", r["lost"], other, f"{gen * 1e6 / answered:.2f}")
 PY
 }
 
 # perf WORKLOAD PROXY PORT PID FILE DNSPERF-ARGS...: one dnsperf run on CPU 1, same line format
 # (dnsperf gives no percentiles: "-").
 perf() {
-  local w=$1 name=$2 port=$3 pid=$4 file=$5 before after out
+  local w=$1 name=$2 port=$3 pid=$4 file=$5 before after
   shift 5
   before=$(cpu_ticks "$pid")
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$secs" "$@" 2>&1) || true
+  { time taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$secs" "$@" >"$work/perf.out" \
+    2>&1; } 2>"$work/gen.time" || true
   after=$(cpu_ticks "$pid")
-  awk -v w="$w" -v n="$name" -v t=$((after - before)) -v hz="$hz" '
+  awk -v w="$w" -v n="$name" -v t=$((after - before)) -v hz="$hz" -v g="$(gen_cpu)" '
     /Queries completed/ { c = $3 } /Queries lost/ { l = $3 } /Queries per second/ { q = $4 }
-    END { printf "%s dnsperf %s %.0f - - - %.2f %d -\n", w, n, q, t / hz * 1e6 / (c > 0 ? c : 1), l }' \
-    <<<"$out" >>"$results"
+    END { c = c > 0 ? c : 1
+          printf "%s dnsperf %s %.0f - - - %.2f %d - %.2f\n", w, n, q, t / hz * 1e6 / c, l, g * 1e6 / c }' \
+    "$work/perf.out" >>"$results"
 }
 
 # workloads PROXY PORT PID: every workload against one running proxy, hits first, misses last.
@@ -77,7 +92,6 @@ workloads() {
   load W3 "$name" "$port" "$pid" -m tcp -c 8 -q 64 -d "$work/hot" -l "$secs"
   perf W3 "$name" "$port" "$pid" "$work/hot" -m tcp -c 8 -q 512
   load W5 "$name" "$port" "$pid" -m tcp -c 16 -q 1 --reconnect-every 1 -d "$work/hot" -l "$secs"
-  load W4 "$name" "$port" "$pid" -m udp -c 4 -Q "$rate" --zipf 10000 --zone "z$RANDOM.test" -l "$secs"
   load W2 "$name" "$port" "$pid" -m udp -c 4 -q 64 --random-names "r$RANDOM.test" -l "$secs"
   unique_file "p$RANDOM"
   perf W2 "$name" "$port" "$pid" "$work/unique" -c 4 -q 256
@@ -115,6 +129,41 @@ LUA
   kill "$kr"; wait "$kr" || true
 done
 
-echo "# bench/peers.sh $secs $runs $rate — $(date -u +%F), medians of $runs runs of $secs s"
+# W4: each round starts every proxy in turn (fresh cache, a fresh zone: the same hit/miss mix for
+# all), the order rotating from round to round, so slow drifts of the machine hit everyone alike.
+w4() {
+  local name=$1 port=$2 pid=$3
+  wait_dns "$port"
+  load W4 "$name" "$port" "$pid" -m udp -c 4 -Q "$rate" --zipf 10000 --zone "z$RANDOM.test" -l "$w4_secs"
+}
+order=(dotproxy dnsdist unbound kresd)
+for round in $(seq "$w4_rounds"); do
+  echo "bench: W4 round $round of $w4_rounds" >&2
+  for k in 0 1 2 3; do
+    case ${order[$(((round + k) % 4))]} in
+      dotproxy)
+        start_dotproxy
+        w4 dotproxy "$port" "$dp"
+        kill "$dp"; wait "$dp" || true ;;
+      dnsdist)
+        start_dnsdist <<'LUA'
+pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})
+getPool(""):setCache(pc)
+LUA
+        w4 dnsdist 25353 "$dd"
+        kill "$dd"; wait "$dd" || true ;;
+      unbound)
+        start_unbound
+        w4 unbound 35353 "$ub"
+        kill "$ub"; wait "$ub" || true ;;
+      kresd)
+        start_kresd
+        w4 kresd 45353 "$kr"
+        kill "$kr"; wait "$kr" || true ;;
+    esac
+  done
+done
+
+echo "# bench/peers.sh $secs $runs $rate $w4_rounds $w4_secs — $(date -u +%F), medians of $runs runs of $secs s (W4: of $w4_rounds rounds of $w4_secs s)"
 echo "# each proxy on CPU 0 with one worker thread; dotload/dnsperf and dotmock on CPU 1"
 /usr/bin/python3 bench/report.py "$results"
