@@ -25,7 +25,7 @@ REFLECTOR_BIN = os.environ.get("REFLECTOR_BIN") or str(
 RUN_TIMEOUT = 60.0  # seconds for one dotload process; every run here asks for far less
 
 JSON_FIELDS = {"transport", "duration_s", "sent", "answered", "lost", "qps", "rcodes",
-               "latency_us", "connections", "handshakes", "resumptions", "errors"}
+               "latency_us", "connections", "handshakes", "resumptions", "segmented", "errors"}
 
 
 def dotload(*args, timeout=RUN_TIMEOUT) -> subprocess.CompletedProcess:
@@ -79,6 +79,24 @@ def test_exact_count_all_answered_and_rcodes_counted(mock, tmp_path, transport):
     assert after[key] - before[key] == 1000  # the server saw exactly what dotload reports
     if transport != "udp":
         assert r["connections"] == 2 and r["handshakes"] == 2, r
+
+
+@pytest.mark.parametrize("gso", [True, False])
+def test_segmented_sends_reach_the_server_as_separate_datagrams(mock, gso):
+    # Unique names under one zone are all the same size: with segmentation offload they leave up
+    # to 64 to a message, and the server must still see (and answer) each one as a datagram.
+    m = mock()
+    before = m.stats()
+    r, p = run_json("-p", m.udp[1], "--random-names", "seg.test", "-n", 5000, "-c", 2, "-q", 64,
+                    *([] if gso else ["--no-gso"]))
+    assert p.returncode == 0, p.stderr
+    assert r["sent"] == 5000 and r["answered"] == 5000 and r["lost"] == 0, r
+    assert r["errors"]["mismatch"] == 0 and r["errors"]["send"] == 0, r
+    assert m.stats()["udp_queries"] - before["udp_queries"] == 5000
+    if gso:
+        assert r["segmented"] > 2500, r  # most of them, on any kernel since 4.18
+    else:
+        assert r["segmented"] == 0, r
 
 
 def test_duration_closed_loop_udp_with_threads_and_zipf(mock):

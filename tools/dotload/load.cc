@@ -24,6 +24,7 @@ void Counters::add(const Counters& o) noexcept {
   connections += o.connections;
   handshakes += o.handshakes;
   resumptions += o.resumptions;
+  segmented += o.segmented;
   connect += o.connect;
   tls += o.tls;
   mismatch += o.mismatch;

@@ -42,6 +42,7 @@ struct RunSettings {
   std::vector<int> cpus;  // thread i runs on cpus[i % size]; empty = not pinned
   size_t batch = 64;      // datagrams per sendmmsg/recvmmsg
   bool spin = false;      // UDP: poll without sleeping while queries are in flight
+  bool gso = true;        // UDP: equal-sized queries leave with UDP_SEGMENT where the kernel can
 };
 
 // Where a worker takes its next query from.
@@ -54,6 +55,7 @@ struct Counters {
   uint64_t sent = 0, answered = 0, lost = 0;
   std::array<uint64_t, 16> rcodes{};  // by the header's 4-bit RCODE
   uint64_t connections = 0, handshakes = 0, resumptions = 0;
+  uint64_t segmented = 0;  // UDP: datagrams that left in a message of several (UDP_SEGMENT)
   // errors
   uint64_t connect = 0;    // connections refused or failed; ICMP port unreachable on UDP
   uint64_t tls = 0;        // TLS handshakes failed

@@ -108,6 +108,10 @@ ParseOutcome parseOptions(int argc, char** argv) {
                "udp: busy-poll while queries are in flight (one core per thread, fewer wake-ups)");
   app.add_option("--batch", o.run.batch, "datagrams per sendmmsg/recvmmsg (default 64)")
       ->check(CLI::Range(1, 1024));
+  bool no_gso = false;
+  app.add_flag("--no-gso", no_gso,
+               "udp: one datagram per message (default: equal-sized queries share one with "
+               "UDP_SEGMENT)");
 
   ParseOutcome out;
   try {
@@ -164,6 +168,7 @@ ParseOutcome parseOptions(int argc, char** argv) {
   if (progress && no_progress) return usage("--progress contradicts --no-progress");
   if (progress) o.progress = true;
   if (no_progress) o.progress = false;
+  o.run.gso = !no_gso;
   if (o.run.qps > 0 && o.run.qps < o.run.threads) {
     return usage("-Q: at least one query per second per thread");
   }

@@ -37,14 +37,14 @@ std::string reportJson(const Report& r) {
       "\"qps\":{:.1f},\"truncated\":{},\"rcodes\":{{{}}},"
       "\"latency_us\":{{\"min\":{:.1f},\"p50\":{:.1f},\"p90\":{:.1f},\"p99\":{:.1f},"
       "\"p999\":{:.1f},\"max\":{:.1f},\"mean\":{:.1f}}},"
-      "\"connections\":{},\"handshakes\":{},\"resumptions\":{},"
+      "\"connections\":{},\"handshakes\":{},\"resumptions\":{},\"segmented\":{},"
       "\"errors\":{{\"connect\":{},\"tls\":{},\"mismatch\":{},\"malformed\":{},\"closed\":{},"
       "\"send\":{},\"busy\":{}}}}}",
       transportName(r.transport), r.duration_s, c.sent, c.answered, c.lost, qps(r), c.truncated,
       rcodes, us(static_cast<double>(h.min())), us(h.quantile(0.5)), us(h.quantile(0.9)),
       us(h.quantile(0.99)), us(h.quantile(0.999)), us(static_cast<double>(h.max())), us(h.mean()),
-      c.connections, c.handshakes, c.resumptions, c.connect, c.tls, c.mismatch, c.malformed,
-      c.closed, c.send, c.busy);
+      c.connections, c.handshakes, c.resumptions, c.segmented, c.connect, c.tls, c.mismatch,
+      c.malformed, c.closed, c.send, c.busy);
 }
 
 std::string reportText(const Report& r) {

@@ -2,8 +2,15 @@
 // preformatted wire (copy, patch the ID), answers taken in recvmmsg batches and matched through
 // each socket's slot table. Connected sockets receive only the server's datagrams and learn of an
 // ICMP port unreachable as ECONNREFUSED.
+//
+// Runs of equal-sized queries leave with UDP generic segmentation offload (UDP_SEGMENT): one
+// message carries up to 64 datagrams, built and routed once, so the kernel's per-datagram send
+// cost (most of what a UDP load generator spends) is paid once per run. The server still receives
+// separate datagrams. A kernel or route that refuses it turns it off for the run (--no-gso: never).
 
 #include <fmt/format.h>
+#include <linux/udp.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -24,17 +31,33 @@ namespace {
 constexpr size_t kMaxAnswer = 4096;  // larger answers are counted from their header (MSG_TRUNC)
 constexpr int64_t kMaxWaitNs = 100'000'000;  // the loop looks at the stop flag at least this often
 
+constexpr size_t kMaxSegments = 64;  // UDP_MAX_SEGMENTS on every kernel that has UDP_SEGMENT
+constexpr size_t kSegmentControl = CMSG_SPACE(sizeof(uint16_t));
+
 struct UdpSocket {
   net::Fd fd;
   Inflight table;
   std::vector<std::byte> out;  // batch * QuerySet::kMaxWire
-  std::vector<iovec> iov;
-  std::vector<mmsghdr> msgs;
+  std::vector<iovec> iov;      // one per queued query
+  std::vector<mmsghdr> msgs;   // one per queued query
   std::vector<uint16_t> ids;
   size_t queued = 0;
+  // Segmented sends: message m carries queries first[m] .. first[m] + count[m] - 1.
+  std::vector<mmsghdr> runs;
+  std::vector<size_t> first;
+  std::vector<size_t> count;
+  std::vector<std::byte> control;  // kSegmentControl per message, 8-byte aligned
 
   UdpSocket(size_t capacity, size_t batch)
-      : table(capacity), out(batch * QuerySet::kMaxWire), iov(batch), msgs(batch), ids(batch) {}
+      : table(capacity),
+        out(batch * QuerySet::kMaxWire),
+        iov(batch),
+        msgs(batch),
+        ids(batch),
+        runs(batch),
+        first(batch),
+        count(batch),
+        control(batch * kSegmentControl + alignof(cmsghdr)) {}
 };
 
 class UdpWorker {
@@ -48,6 +71,9 @@ class UdpWorker {
   bool openSockets();
   void queue(UdpSocket& sock, int64_t sent_ns);
   void flush(UdpSocket& sock);
+  void flushPlain(UdpSocket& sock, size_t from);
+  void flushSegmented(UdpSocket& sock);
+  void unsent(UdpSocket& sock, size_t from, int err);
   void refill(UdpSocket& sock);
   void paced(int64_t now);
   void receive(UdpSocket& sock);
@@ -71,6 +97,7 @@ class UdpWorker {
   size_t rr_ = 0;
   uint64_t budget_ = std::numeric_limits<uint64_t>::max();
   bool answered_once_ = false;
+  bool gso_ = true;  // until --no-gso or a refusal
   // receive batch
   std::vector<std::byte> in_;
   std::vector<iovec> in_iov_;
@@ -136,7 +163,17 @@ void UdpWorker::queue(UdpSocket& sock, int64_t sent_ns) {
 }
 
 void UdpWorker::flush(UdpSocket& sock) {
-  size_t done = 0;
+  if (gso_ && s_.gso && sock.queued > 1) {
+    flushSegmented(sock);
+  } else {
+    flushPlain(sock, 0);
+  }
+  sock.queued = 0;
+}
+
+// Queries from..queued-1, a datagram per message.
+void UdpWorker::flushPlain(UdpSocket& sock, size_t from) {
+  size_t done = from;
   while (done < sock.queued) {
     int n = ::sendmmsg(sock.fd.get(), sock.msgs.data() + done,
                        static_cast<unsigned>(sock.queued - done), MSG_DONTWAIT);
@@ -146,19 +183,73 @@ void UdpWorker::flush(UdpSocket& sock) {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    int err = n < 0 ? errno : EAGAIN;
-    // The rest are not sent: free their slots and put them back in the budget.
-    for (size_t i = done; i < sock.queued; ++i) sock.table.release(sock.ids[i]);
-    budget_ += sock.queued - done;
-    if (err == ECONNREFUSED) {
-      ++r_.counters.connect;
-      refused();
-    } else {
-      r_.counters.send += sock.queued - done;
-    }
-    break;
+    unsent(sock, done, n < 0 ? errno : EAGAIN);
+    return;
   }
-  sock.queued = 0;
+}
+
+void UdpWorker::flushSegmented(UdpSocket& sock) {
+  auto* control = reinterpret_cast<std::byte*>(
+      (reinterpret_cast<uintptr_t>(sock.control.data()) + alignof(cmsghdr) - 1) &
+      ~(uintptr_t{alignof(cmsghdr)} - 1));
+  size_t m = 0;
+  for (size_t b = 0; b < sock.queued; ++m) {
+    size_t len = sock.iov[b].iov_len;
+    size_t e = b + 1;
+    while (e < sock.queued && e - b < kMaxSegments && sock.iov[e].iov_len == len) ++e;
+    msghdr& h = sock.runs[m].msg_hdr;
+    h = msghdr{};
+    h.msg_iov = &sock.iov[b];
+    h.msg_iovlen = e - b;
+    if (e - b > 1) {
+      h.msg_control = control + m * kSegmentControl;
+      h.msg_controllen = kSegmentControl;
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = IPPROTO_UDP;  // SOL_UDP
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      auto size = static_cast<uint16_t>(len);
+      std::memcpy(CMSG_DATA(c), &size, sizeof size);
+    }
+    sock.first[m] = b;
+    sock.count[m] = e - b;
+    b = e;
+  }
+  size_t done = 0;
+  while (done < m) {
+    int n = ::sendmmsg(sock.fd.get(), sock.runs.data() + done, static_cast<unsigned>(m - done),
+                       MSG_DONTWAIT);
+    if (n > 0) {
+      for (size_t k = done; k < done + static_cast<size_t>(n); ++k) {
+        r_.counters.sent += sock.count[k];
+        if (sock.count[k] > 1) r_.counters.segmented += sock.count[k];
+      }
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    int err = n < 0 ? errno : EAGAIN;
+    if (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP) {
+      // No segmentation offload here (an old kernel, a route through IPsec): never again.
+      gso_ = false;
+      flushPlain(sock, sock.first[done]);
+      return;
+    }
+    unsent(sock, sock.first[done], err);
+    return;
+  }
+}
+
+// Queries from..queued-1 were not sent: free their slots and put them back in the budget.
+void UdpWorker::unsent(UdpSocket& sock, size_t from, int err) {
+  for (size_t i = from; i < sock.queued; ++i) sock.table.release(sock.ids[i]);
+  budget_ += sock.queued - from;
+  if (err == ECONNREFUSED) {
+    ++r_.counters.connect;
+    refused();
+  } else {
+    r_.counters.send += sock.queued - from;
+  }
 }
 
 void UdpWorker::refused() {
