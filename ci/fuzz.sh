@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(message query framer cache response config dotq_render)
+[[ ${#targets[@]} -eq 0 ]] && targets=(message query framer cache response config dotq_render edns)
 
 cmake --preset asan-ubsan >/dev/null
 cmake --build --preset asan-ubsan --target "${targets[@]/#/fuzz_}"

@@ -24,7 +24,7 @@ import dns.rrset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
-TARGETS = ["message", "query", "framer", "cache", "response", "config", "dotq_render"]
+TARGETS = ["message", "query", "framer", "cache", "response", "config", "dotq_render", "edns"]
 
 
 def wire(msg, compress=True):
@@ -310,6 +310,26 @@ prefetch_percent = 50
     "v6": "[server]\nlisten = [\"[::1]:5353\", \"[fe80::1%lo]:53\"]\n",
 }
 
+# edns: the first byte picks the codec (0 ECS, 1 cookie, 2 EDE, 3 ECS text, 4 padding).
+EDNS = {
+    "ecs-v4-24": b"\x00" + bytes.fromhex("00011800c00002"),
+    "ecs-v6-56": b"\x00" + bytes.fromhex("0002380020010db800000000"),
+    "ecs-v4-0": b"\x00" + bytes.fromhex("00010000"),
+    "ecs-v4-bits-past-prefix": b"\x00" + bytes.fromhex("00011700c00003"),
+    "ecs-family-3": b"\x00" + bytes.fromhex("00031800c00002"),
+    "cookie-client": b"\x01" + bytes(range(8)),
+    "cookie-client-server": b"\x01" + bytes(range(24)),
+    "cookie-short-server": b"\x01" + bytes(range(12)),
+    "ede-stale": b"\x02" + b"\x00\x03" + b"served stale",
+    "ede-bare": b"\x02" + b"\x00\x12",
+    "ede-short": b"\x02" + b"\x00",
+    "text-v4": b"\x03" + b"192.0.2.0/24",
+    "text-v6": b"\x03" + b"2001:db8::/48",
+    "text-zero": b"\x03" + b"0/0",
+    "text-bad": b"\x03" + b"192.0.2.0/33",
+    "padding": b"\x04" + bytes.fromhex("01f4800008"),
+}
+
 
 def write(target, name, data):
     d = os.path.join(CORPUS, target)
@@ -346,6 +366,8 @@ def main():
         write("framer", name, data)
     for name, text in CONFIGS.items():
         write("config", name, text.encode())
+    for name, data in EDNS.items():
+        write("edns", name, data)
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(CORPUS) for f in fs)
     count = sum(len(fs) for _, _, fs in os.walk(CORPUS))
     print(f"make_corpus: {count} files, {total} bytes", file=sys.stderr)
