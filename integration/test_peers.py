@@ -7,6 +7,7 @@ import socket
 import subprocess
 
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 from conftest import free_port, make_query, wait_for
@@ -111,6 +112,15 @@ server:
     module-config: "iterator"
     local-zone: "unbound.test." static
     local-data: "a.unbound.test. 300 IN A 192.0.2.53"
+    local-data: "mx.unbound.test. 300 IN MX 10 mail.unbound.test."
+    local-data: "mx.unbound.test. 300 IN MX 20 mail2.mx.unbound.test."
+    local-data: "_sip._udp.unbound.test. 300 IN SRV 0 5 5060 sip.unbound.test."
+    local-data: "_sip._udp.unbound.test. 300 IN SRV 1 5 5060 sip2._sip._udp.unbound.test."
+    local-data: "ns.unbound.test. 300 IN NS ns1.ns.unbound.test."
+    local-data: "ns.unbound.test. 300 IN NS ns2.unbound.test."
+    local-data: "p.unbound.test. 300 IN PTR a.unbound.test."
+    local-data: 't.unbound.test. 300 IN TXT "hello world" "second string"'
+    local-data: "c.unbound.test. 300 IN CNAME a.unbound.test."
 remote-control:
     control-enable: no
 """
@@ -151,3 +161,30 @@ def test_unbound_as_dot_upstream(processes, proxy, cert_pair, tmp_path):
     assert s["upstream_connects"] == 1 and s["upstream_answers"] == 2, s
     assert s["cache_hits"] == 1, s
     assert s["upstream_verify_failures"] == 0 and s["upstream_mismatch"] == 0, s
+
+    # Unbound compresses names inside rdata (MX, NS, PTR, CNAME) against the names before them and
+    # writes SRV targets in full: dotproxy's answer checks must take a real compressor's output, and
+    # what the client reads must be the same records, over UDP and from the cache over TCP.
+    expected = {
+        ("mx.unbound.test.", "MX"): {"10 mail.unbound.test.", "20 mail2.mx.unbound.test."},
+        ("_sip._udp.unbound.test.", "SRV"): {"0 5 5060 sip.unbound.test.",
+                                             "1 5 5060 sip2._sip._udp.unbound.test."},
+        ("ns.unbound.test.", "NS"): {"ns1.ns.unbound.test.", "ns2.unbound.test."},
+        ("p.unbound.test.", "PTR"): {"a.unbound.test."},
+        ("t.unbound.test.", "TXT"): {'"hello world" "second string"'},
+    }
+    for (name, rdtype), want in expected.items():
+        for transport in ("udp", "tcp"):
+            q = make_query(name, rdtype)
+            r = p.udp(q) if transport == "udp" else p.tcp(q)
+            assert r.rcode() == dns.rcode.NOERROR, (name, rdtype, transport, r)
+            got = {rd.to_text() for rrset in r.answer for rd in rrset
+                   if rrset.rdtype == dns.rdatatype.from_text(rdtype)}
+            assert got == want, (name, rdtype, transport, r)
+    r = p.udp(make_query("c.unbound.test.", "A"))
+    assert r.rcode() == dns.rcode.NOERROR, r
+    assert any(rrset.rdtype == dns.rdatatype.CNAME and rrset[0].target.to_text() == "a.unbound.test."
+               for rrset in r.answer), r
+    s = p.stats()
+    assert s["upstream_malformed"] == 0 and s["servfail"] == 0, s
+    assert s["cache_hits"] >= 1 + len(expected), s
