@@ -82,6 +82,25 @@ perf() {
     "$work/perf.out" >>"$results"
 }
 
+# with_proxy NAME FUNCTION: starts proxy NAME (on CPU 0, one worker; dnsdist with its packet
+# cache), runs FUNCTION NAME PORT PID against it, and stops it.
+with_proxy() {
+  local name=$1 fn=$2 pport ppid
+  case $name in
+    dotproxy) start_dotproxy; pport=$port; ppid=$dp ;;
+    dnsdist)
+      start_dnsdist <<'LUA'
+pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})
+getPool(""):setCache(pc)
+LUA
+      pport=25353; ppid=$dd ;;
+    unbound) start_unbound; pport=35353; ppid=$ub ;;
+    kresd) start_kresd; pport=45353; ppid=$kr ;;
+  esac
+  "$fn" "$name" "$pport" "$ppid"
+  kill "$ppid"; wait "$ppid" || true
+}
+
 # workloads PROXY PORT PID: every workload against one running proxy, hits first, misses last.
 workloads() {
   local name=$1 port=$2 pid=$3
@@ -109,24 +128,7 @@ for run in $(seq "$runs"); do
   perf W1 reflector "$rport" "$rf" "$work/hot" -c 8 -q 512
   kill "$rf"; wait "$rf" || true
 
-  start_dotproxy
-  workloads dotproxy "$port" "$dp"
-  kill "$dp"; wait "$dp" || true
-
-  start_dnsdist <<'LUA'
-pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})
-getPool(""):setCache(pc)
-LUA
-  workloads dnsdist 25353 "$dd"
-  kill "$dd"; wait "$dd" || true
-
-  start_unbound
-  workloads unbound 35353 "$ub"
-  kill "$ub"; wait "$ub" || true
-
-  start_kresd
-  workloads kresd 45353 "$kr"
-  kill "$kr"; wait "$kr" || true
+  for name in dotproxy dnsdist unbound kresd; do with_proxy "$name" workloads; done
 done
 
 # W4: each round starts every proxy in turn (fresh cache, a fresh zone: the same hit/miss mix for
@@ -139,29 +141,7 @@ w4() {
 order=(dotproxy dnsdist unbound kresd)
 for round in $(seq "$w4_rounds"); do
   echo "bench: W4 round $round of $w4_rounds" >&2
-  for k in 0 1 2 3; do
-    case ${order[$(((round + k) % 4))]} in
-      dotproxy)
-        start_dotproxy
-        w4 dotproxy "$port" "$dp"
-        kill "$dp"; wait "$dp" || true ;;
-      dnsdist)
-        start_dnsdist <<'LUA'
-pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})
-getPool(""):setCache(pc)
-LUA
-        w4 dnsdist 25353 "$dd"
-        kill "$dd"; wait "$dd" || true ;;
-      unbound)
-        start_unbound
-        w4 unbound 35353 "$ub"
-        kill "$ub"; wait "$ub" || true ;;
-      kresd)
-        start_kresd
-        w4 kresd 45353 "$kr"
-        kill "$kr"; wait "$kr" || true ;;
-    esac
-  done
+  for k in 0 1 2 3; do with_proxy "${order[$(((round + k) % 4))]}" w4; done
 done
 
 echo "# bench/peers.sh $secs $runs $rate $w4_rounds $w4_secs — $(date -u +%F), medians of $runs runs of $secs s (W4: of $w4_rounds rounds of $w4_secs s)"

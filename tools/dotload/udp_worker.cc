@@ -32,7 +32,12 @@ constexpr size_t kMaxAnswer = 4096;  // larger answers are counted from their he
 constexpr int64_t kMaxWaitNs = 100'000'000;  // the loop looks at the stop flag at least this often
 
 constexpr size_t kMaxSegments = 64;  // UDP_MAX_SEGMENTS on every kernel that has UDP_SEGMENT
-constexpr size_t kSegmentControl = CMSG_SPACE(sizeof(uint16_t));
+
+// One UDP_SEGMENT control message, aligned for its header.
+union SegmentControl {
+  cmsghdr header;
+  std::byte space[CMSG_SPACE(sizeof(uint16_t))];
+};
 
 struct UdpSocket {
   net::Fd fd;
@@ -46,7 +51,7 @@ struct UdpSocket {
   std::vector<mmsghdr> runs;
   std::vector<size_t> first;
   std::vector<size_t> count;
-  std::vector<std::byte> control;  // kSegmentControl per message, 8-byte aligned
+  std::vector<SegmentControl> control;
 
   UdpSocket(size_t capacity, size_t batch)
       : table(capacity),
@@ -57,13 +62,13 @@ struct UdpSocket {
         runs(batch),
         first(batch),
         count(batch),
-        control(batch * kSegmentControl + alignof(cmsghdr)) {}
+        control(batch) {}
 };
 
 class UdpWorker {
  public:
   explicit UdpWorker(const WorkerContext& ctx)
-      : ctx_(ctx), s_(*ctx.settings), picker_(ctx.source, ctx.index) {}
+      : ctx_(ctx), s_(*ctx.settings), picker_(ctx.source, ctx.index), gso_(s_.gso) {}
 
   WorkerResult run();
 
@@ -90,6 +95,7 @@ class UdpWorker {
   const WorkerContext& ctx_;
   const RunSettings& s_;
   QueryPicker picker_;
+  bool gso_;  // segmented sends: unless --no-gso, until the kernel refuses one
   WorkerResult r_;
   std::vector<std::unique_ptr<UdpSocket>> socks_;
   net::Fd epoll_;
@@ -97,7 +103,6 @@ class UdpWorker {
   size_t rr_ = 0;
   uint64_t budget_ = std::numeric_limits<uint64_t>::max();
   bool answered_once_ = false;
-  bool gso_ = true;  // until --no-gso or a refusal
   // receive batch
   std::vector<std::byte> in_;
   std::vector<iovec> in_iov_;
@@ -163,7 +168,7 @@ void UdpWorker::queue(UdpSocket& sock, int64_t sent_ns) {
 }
 
 void UdpWorker::flush(UdpSocket& sock) {
-  if (gso_ && s_.gso && sock.queued > 1) {
+  if (gso_ && sock.queued > 1) {
     flushSegmented(sock);
   } else {
     flushPlain(sock, 0);
@@ -189,9 +194,6 @@ void UdpWorker::flushPlain(UdpSocket& sock, size_t from) {
 }
 
 void UdpWorker::flushSegmented(UdpSocket& sock) {
-  auto* control = reinterpret_cast<std::byte*>(
-      (reinterpret_cast<uintptr_t>(sock.control.data()) + alignof(cmsghdr) - 1) &
-      ~(uintptr_t{alignof(cmsghdr)} - 1));
   size_t m = 0;
   for (size_t b = 0; b < sock.queued; ++m) {
     size_t len = sock.iov[b].iov_len;
@@ -202,8 +204,8 @@ void UdpWorker::flushSegmented(UdpSocket& sock) {
     h.msg_iov = &sock.iov[b];
     h.msg_iovlen = e - b;
     if (e - b > 1) {
-      h.msg_control = control + m * kSegmentControl;
-      h.msg_controllen = kSegmentControl;
+      h.msg_control = &sock.control[m];
+      h.msg_controllen = sizeof(SegmentControl);
       cmsghdr* c = CMSG_FIRSTHDR(&h);
       c->cmsg_level = IPPROTO_UDP;  // SOL_UDP
       c->cmsg_type = UDP_SEGMENT;
