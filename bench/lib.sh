@@ -1,10 +1,12 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (sourced from the repository root): installs the peers that are
 # missing, builds the release preset, then provides process bookkeeping, readiness waits, CPU
 # accounting, dnsperf runs and medians. Every wait is bounded.
 
 ci/deps.sh bench
 cmake --preset release >/dev/null
-cmake --build --preset release --target ${bench_targets:-dotproxy dotmock} >/dev/null
+read -r -a targets <<<"${bench_targets:-dotproxy dotmock}"
+cmake --build --preset release --target "${targets[@]}" >/dev/null
 
 work=$(mktemp -d)
 pids=()
@@ -50,7 +52,7 @@ start_dotproxy() {
   taskset -c 0 build/release/proxy/dotproxy --listen 127.0.0.1:0 --workers 1 --log-level warn \
     --upstream "$dot#dotmock.test" --ca-file "$work/ca.pem" "$@" >"$work/dp.out" 2>"$work/dp.err" &
   dp=$!
-  pids+=($dp)
+  pids+=("$dp")
   wait_line "$work/dp.out"
   port=$(sed -E 's/.*"listen":\["[^"]*:([0-9]+)".*/\1/' "$work/dp.out")
 }
@@ -69,7 +71,7 @@ CONF
   } >"$work/dnsdist.conf"
   taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dd.out" 2>&1 &
   dd=$!
-  pids+=($dd)
+  pids+=("$dd")
 }
 
 # run_dnsperf NAME PORT PID QUERYFILE SECONDS: prints "NAME qps cpu_us_per_query lost".
@@ -135,7 +137,7 @@ forward-zone:
 CONF
   taskset -c 0 unbound -d -c "$work/unbound.conf" >"$work/ub.out" 2>&1 &
   ub=$!
-  pids+=($ub)
+  pids+=("$ub")
 }
 
 # Starts Knot Resolver 5.6 (one kresd process) on CPU 0 on port 45353, forwarding everything over
@@ -153,5 +155,5 @@ policy.add(policy.all(policy.TLS_FORWARD({{'${dot/:/@}', hostname = 'dotmock.tes
 CONF
   taskset -c 0 kresd -n -q -c "$work/kresd.conf" "$work/kresd" >"$work/kr.out" 2>&1 &
   kr=$!
-  pids+=($kr)
+  pids+=("$kr")
 }

@@ -121,7 +121,7 @@ for run in $(seq "$runs"); do
   echo "bench: run $run of $runs" >&2
   taskset -c 0 "$reflector" --listen 127.0.0.1:0 >"$work/refl.out" 2>"$work/refl.err" &
   rf=$!
-  pids+=($rf)
+  pids+=("$rf")
   wait_line "$work/refl.out"
   rport=$(sed -E 's/.*"udp":([0-9]+).*/\1/' "$work/refl.out")
   load W1 reflector "$rport" "$rf" -m udp -c 8 -q 64 -d "$work/hot" -l "$secs"

@@ -40,7 +40,7 @@ hz=$(getconf CLK_TCK)
 # run NAME CMD...: prints "qps cpu_s_per_million reflector_busy_percent"
 run() {
   local name=$1; shift
-  local r0 g0 g1 r1 qps out pid
+  local r0 g1 r1 qps pid
   r0=$(ticks "$refl_pid")
   $PRIO taskset -c 1 "$@" >"$work/$name.out" 2>&1 &
   pid=$!
