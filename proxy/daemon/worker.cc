@@ -307,7 +307,7 @@ class TcpClient final : public net::EventLoop::Handler {
   bool read_closed_ = false;
   bool closed_ = false;
   bool flush_scheduled_ = false;
-  bool paused_ = false;             // a frame waits for room (counted once per pause)
+  bool paused_ = false;  // a frame waits for room (counted once per pause)
   Clock::time_point last_activity_;
   Clock::time_point last_progress_;  // last write that took bytes, or when output became pending
   net::EventLoop::TimerId idle_timer_ = 0;
