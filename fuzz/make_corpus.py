@@ -257,6 +257,7 @@ log_level = "debug"
 max_udp_size = 1400
 tcp_max_clients = 10
 tcp_max_inflight = 5
+tcp_max_output = 8192
 tcp_idle_timeout_ms = 1000
 shutdown_grace_ms = 0
 forward_ecs = true

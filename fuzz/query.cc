@@ -45,6 +45,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   FUZZ_CHECK(q->question_end <= size);
+  // One message, nothing after it: the same bytes with one more are FORMERR (RFC 1035 4.2).
+  {
+    PacketBuffer longer(raw);
+    longer.push(std::byte{0});
+    auto lq = dns::parseQuery(longer);
+    FUZZ_CHECK(!lq && lq.error() == Errc::FormErr);
+  }
   FUZZ_CHECK(q->edns.ecs_offset + q->edns.ecs_len <= size);
   const size_t max_udp = q->maxUdpReply(1232);
   FUZZ_CHECK(max_udp >= 512 && max_udp <= 1232);

@@ -43,6 +43,8 @@ constexpr Mapping kMappings[] = {
     {"tcp_closed_idle", "dotproxy_tcp_closed_total", "reason=idle", ""},
     {"tcp_closed_error", "dotproxy_tcp_closed_total", "reason=error", ""},
     {"tcp_closed_client", "dotproxy_tcp_closed_total", "reason=client", ""},
+    {"tcp_closed_slow", "dotproxy_tcp_closed_total", "reason=slow", ""},
+    {"tcp_paused", "dotproxy_tcp_paused_total", "", "Times a TCP client's queries were left unread at tcp_max_inflight or tcp_max_output."},
     {"cache_hits", "dotproxy_cache_lookups_total", "result=hit", "Cache lookups, by result."},
     {"cache_misses", "dotproxy_cache_lookups_total", "result=miss", ""},
     {"cache_stale", "dotproxy_cache_lookups_total", "result=stale", ""},

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <limits>
 
 #include "dotproxy/tls/framer.h"
 #include "dotproxy/util/log.h"
@@ -70,7 +71,7 @@ class UdpListener final : public net::EventLoop::Handler {
  private:
   Worker& w_;
   net::Fd fd_;
-  net::UdpReceiver rx_;
+  net::UdpReceiver rx_{32, dns::kMaxQuery};  // a larger datagram arrives truncated: FORMERR
   net::UdpSender tx_;
   bool flush_scheduled_ = false;
 };
@@ -80,11 +81,22 @@ class UdpListener final : public net::EventLoop::Handler {
 
 // RFC 7766: many queries per connection, answered as they complete (any order); idle and slow
 // clients closed after the idle timeout; a half-closed client still gets its answers.
+//
+// Limits (each bounds memory per client, whatever the client sends or fails to read):
+// - A query is taken from the framer only while the client has fewer than tcp_max_inflight
+//   queries unanswered and fewer than tcp_max_output unsent answer bytes. Frames that arrived
+//   meanwhile wait in the framer (at most one 16 KiB read and one partial message), and no more
+//   bytes are read until they are taken: when an answer is written or completes, takeFrames()
+//   resumes them without waiting for EPOLLIN (which will not come for bytes already read).
+// - Unsent answers are thus at most tcp_max_output plus the answers to the queries in flight
+//   (tcp_max_inflight of them; a cache hit is answered before the next frame is taken).
+// - A client whose unsent answers make no progress for tcp_idle_timeout is closed (reason slow).
 class TcpClient final : public net::EventLoop::Handler {
  public:
   TcpClient(Worker& w, uint64_t id, net::Fd fd, net::SocketAddress peer)
       : w_(w), id_(id), fd_(std::move(fd)), peer_(peer) {
     last_activity_ = w_.loop().now();
+    last_progress_ = last_activity_;
     w_.loop().add(fd_.get(), EPOLLIN, this);
     events_ = EPOLLIN;
     armIdle(w_.settings().tcp_idle_timeout);
@@ -99,8 +111,12 @@ class TcpClient final : public net::EventLoop::Handler {
       close(Closing::Error);
       return;
     }
-    if (ev & EPOLLOUT) flush();
-    if (closed_) return;
+    if (ev & EPOLLOUT) {
+      flush();
+      if (closed_) return;
+      readAll();  // room may have freed up for the frames already read
+      if (closed_) return;
+    }
     updateInterest();
     maybeClose();
   }
@@ -112,6 +128,7 @@ class TcpClient final : public net::EventLoop::Handler {
     if (inflight_ > 0) --inflight_;
     if (closed_) return;
     if (!wire.empty()) {
+      if (unsent() == 0) last_progress_ = w_.loop().now();  // the stall clock starts now
       (void)tls::appendFrame(out_, wire);
       last_activity_ = w_.loop().now();
     }
@@ -121,11 +138,13 @@ class TcpClient final : public net::EventLoop::Handler {
     }
   }
 
-  // The deferred half of reply().
+  // The deferred half of reply(): write, then take the frames that waited for room.
   void flushScheduled() {
     flush_scheduled_ = false;
     if (closed_) return;
     flush();
+    if (closed_) return;
+    readAll();
     if (closed_) return;
     updateInterest();
     maybeClose();
@@ -139,9 +158,21 @@ class TcpClient final : public net::EventLoop::Handler {
   }
 
  private:
+  size_t unsent() const noexcept { return out_.size() - out_off_; }
+
+  // Room for one more query: below both per-client limits.
+  bool hasRoom() const noexcept {
+    return inflight_ < w_.settings().tcp_max_inflight && unsent() < w_.settings().tcp_max_output;
+  }
+
+  // Takes the frames already read while there is room, then reads more only if none is left
+  // waiting: bytes stay in the socket (and the client's sends block) while the limits hold.
   void readAll() {
     std::byte buf[16384];
-    while (wantsInput()) {
+    for (;;) {
+      takeFrames();
+      if (closed_) return;
+      if (!wantsInput()) break;
       auto n = net::readSome(fd_.get(), buf);
       if (!n) {
         if (n.error() == Errc::WantRead) break;
@@ -153,29 +184,36 @@ class TcpClient final : public net::EventLoop::Handler {
         return;
       }
       framer_.feed({buf, *n});
-      while (auto msg = framer_.next()) {
-        last_activity_ = w_.loop().now();
-        if (msg->empty()) {  // a zero-length frame is not a DNS message
-          w_.counters().dropped_short.inc();
-          close(Closing::Error);
-          return;
-        }
-        ++inflight_;
-        w_.onQuery(*msg, ClientRef{.peer = peer_, .tcp_id = id_, .received = w_.loop().now()});
-        if (closed_) return;
-      }
     }
     updateInterest();
   }
 
-  // Backpressure: a client that does not read its answers gets no more of its queries read, so
-  // neither its queries in flight nor its unsent answers grow without bound.
-  bool wantsInput() const noexcept {
-    return !read_closed_ && inflight_ < w_.settings().tcp_max_inflight &&
-           out_.size() - out_off_ < kMaxBacklog;
+  void takeFrames() {
+    while (!closed_ && !read_closed_ && framer_.hasMessage()) {
+      if (!hasRoom()) {
+        if (!paused_) w_.counters().tcp_paused.inc();  // once per pause, not per attempt
+        paused_ = true;
+        return;
+      }
+      paused_ = false;
+      std::optional<PacketBuffer> msg = framer_.next();
+      last_activity_ = w_.loop().now();
+      if (msg->empty()) {  // a zero-length frame is not a DNS message
+        w_.counters().dropped_short.inc();
+        close(Closing::Error);
+        return;
+      }
+      ++inflight_;
+      w_.onQuery(*msg, ClientRef{.peer = peer_, .tcp_id = id_, .received = w_.loop().now()});
+    }
   }
 
+  // Backpressure: a client with a query waiting in the framer, or at a limit, gets no more bytes
+  // read, so neither its queries in flight nor its unsent answers grow without bound.
+  bool wantsInput() const noexcept { return !read_closed_ && hasRoom() && !framer_.hasMessage(); }
+
   void flush() {
+    const size_t before = out_off_;
     while (out_off_ < out_.size()) {
       auto n = net::writeSome(fd_.get(), WireView(out_).subspan(out_off_));
       if (!n) {
@@ -185,6 +223,7 @@ class TcpClient final : public net::EventLoop::Handler {
       }
       out_off_ += *n;
     }
+    if (out_off_ != before) last_progress_ = w_.loop().now();
     if (out_off_ == out_.size()) {
       out_.clear();
       out_off_ = 0;
@@ -208,8 +247,19 @@ class TcpClient final : public net::EventLoop::Handler {
   void armIdle(Clock::duration d) {
     idle_timer_ = w_.loop().after(d, [this] {
       idle_timer_ = 0;
-      auto idle_for = w_.loop().now() - last_activity_;
-      auto limit = w_.settings().tcp_idle_timeout;
+      const auto now = w_.loop().now();
+      const auto limit = w_.settings().tcp_idle_timeout;
+      if (unsent() > 0) {
+        // Answers waiting and none taken for the whole period: the client does not read.
+        const auto stalled = now - last_progress_;
+        if (stalled >= limit) {
+          close(Closing::Slow);
+          return;
+        }
+        armIdle(limit - stalled);
+        return;
+      }
+      const auto idle_for = now - last_activity_;
       if (inflight_ == 0 && idle_for >= limit) {
         close(Closing::Idle);
         return;
@@ -218,8 +268,9 @@ class TcpClient final : public net::EventLoop::Handler {
     });
   }
 
-  // Orderly: the client closed its side (or we drained) and every answer went out.
-  enum class Closing : uint8_t { Orderly, Idle, Error };
+  // Orderly: the client closed its side (or we drained) and every answer went out. Slow: its
+  // answers made no progress for the idle timeout.
+  enum class Closing : uint8_t { Orderly, Idle, Slow, Error };
   void close(Closing why) {
     if (closed_) return;
     closed_ = true;
@@ -229,6 +280,9 @@ class TcpClient final : public net::EventLoop::Handler {
         break;
       case Closing::Idle:
         w_.counters().tcp_closed_idle.inc();
+        break;
+      case Closing::Slow:
+        w_.counters().tcp_closed_slow.inc();
         break;
       case Closing::Error:
         w_.counters().tcp_closed_error.inc();
@@ -240,8 +294,6 @@ class TcpClient final : public net::EventLoop::Handler {
     fd_.reset();
     w_.removeTcpClient(id_);
   }
-
-  static constexpr size_t kMaxBacklog = 64 * 1024;
 
   Worker& w_;
   uint64_t id_;
@@ -255,7 +307,9 @@ class TcpClient final : public net::EventLoop::Handler {
   bool read_closed_ = false;
   bool closed_ = false;
   bool flush_scheduled_ = false;
+  bool paused_ = false;  // a frame waits for room (counted once per pause)
   Clock::time_point last_activity_;
+  Clock::time_point last_progress_;  // last write that took bytes, or when output became pending
   net::EventLoop::TimerId idle_timer_ = 0;
 };
 
@@ -316,6 +370,12 @@ upstream::PoolSettings poolSettings(const config::Settings& s) {
           .max_inflight_per_connection = s.max_inflight_per_connection,
           .backoff_initial = s.backoff_initial,
           .backoff_max = s.backoff_max};
+}
+
+// The cache's caps on the TTLs clients are told (config validation keeps them within 7 days).
+dns::TtlCaps ttlCaps(const config::Settings& s) {
+  return {.max_ttl = static_cast<uint32_t>(s.cache_max_ttl.count()),
+          .negative_max_ttl = static_cast<uint32_t>(s.cache_negative_max_ttl.count())};
 }
 
 // Clients waiting on one question in flight, per worker.
@@ -436,7 +496,10 @@ void Worker::onQuery(WireView raw, const ClientRef& client) {
     deliver(client, WireView{});
     return;
   }
-  auto q = dns::parseQuery(raw);
+  // No query is this large (dns::kMaxQuery): over TCP (a frame may hold 64 KiB) it would be kept
+  // whole while it waits for its answer. UDP never gets here with one (see UdpListener).
+  auto q = raw.size() > dns::kMaxQuery ? Result<dns::QueryInfo>(std::unexpected(Errc::FormErr))
+                                       : dns::parseQuery(raw);
   if (!q) {
     dns::Rcode rcode = dns::Rcode::FormErr;
     switch (q.error()) {
@@ -531,6 +594,7 @@ bool Worker::forward(const dns::QueryInfo& q, WireView raw, const ClientRef* cli
     deliver(*client, dns::buildErrorReply(raw, dns::Rcode::ServFail).view());
     return false;
   }
+  // raw is exactly the parsed message (parseQuery refuses trailing bytes), at most kMaxQuery.
   if (client) it->second.waiters.push_back(Waiter{*client, PacketBuffer(raw), q});
   if (!fresh) {
     counters_.coalesced.inc();
@@ -566,6 +630,9 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
   bool try_stale = failed && caching && settings_.serve_stale;
   bool served_stale = false;
   PacketBuffer out;
+  // The TTLs a fresh reply carries are the ones the cache would serve (RFC 2181 8, the caps).
+  const uint32_t ttl_cap =
+      answer ? dns::ttlCap(answer->info, ttlCaps(settings_)) : std::numeric_limits<uint32_t>::max();
   for (Waiter& w : entry.waiters) {
     if (try_stale && answerFromCache(w.info, w.raw, w.client, cache::Stale::Serve)) {
       served_stale = true;
@@ -575,6 +642,7 @@ void Worker::complete(const std::string& key, Result<upstream::Answer> answer) {
       size_t limit = w.client.udp ? w.info.maxUdpReply(settings_.max_udp_size) : dns::kMaxMessage;
       dns::buildClientReply(answer->wire, answer->info, w.info, w.raw, limit,
                             static_cast<uint16_t>(settings_.max_udp_size), out);
+      dns::capClientTtls(out.mutableView(), ttl_cap);
       counters_.answers.inc();
       if (out.size() >= dns::kHeaderSize && (loadU16(out.data() + 2) & dns::flag::TC) &&
           !answer->info.header.tc()) {

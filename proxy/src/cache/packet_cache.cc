@@ -426,18 +426,14 @@ bool PacketCache::insert(const Key& key, WireView answer, const dns::ResponseInf
   if (r.pos() != info.end) return false;
   const uint32_t life = impl_->lifetime(info, min_ttl, answer_min_ttl, soa_negative);
   if (life == 0) return false;
-  // The caps bind what clients are told too, not only how long we keep the entry: TTLs above
-  // max_ttl (negative_max_ttl for negative answers) are lowered in the stored copy.
-  const bool negative =
-      info.rcode() == static_cast<uint16_t>(dns::Rcode::NxDomain) ||
-      (info.rcode() == static_cast<uint16_t>(dns::Rcode::NoError) && soa_negative.has_value());
-  uint32_t ttl_cap = toSeconds(impl_->settings.max_ttl);
-  if (negative) ttl_cap = std::min(ttl_cap, toSeconds(impl_->settings.negative_max_ttl));
-  if (info.rcode() != static_cast<uint16_t>(dns::Rcode::ServFail)) {
-    for (size_t i = 0; i + 1 < offsets.size(); i += 2) {
-      std::byte* ttl_at = blob.data() + loadU16(offsets.data() + i);
-      if (wireTtl(loadU32(ttl_at)) > ttl_cap) storeU32(ttl_at, ttl_cap);
-    }
+  // The caps bind what clients are told too, not only how long we keep the entry: the stored copy
+  // holds the TTLs a fresh reply gives (dns::clientTtl, the same rule as the worker's).
+  const uint32_t ttl_cap =
+      dns::ttlCap(info, {.max_ttl = toSeconds(impl_->settings.max_ttl),
+                         .negative_max_ttl = toSeconds(impl_->settings.negative_max_ttl)});
+  for (size_t i = 0; i + 1 < offsets.size(); i += 2) {
+    std::byte* ttl_at = blob.data() + loadU16(offsets.data() + i);
+    storeU32(ttl_at, dns::clientTtl(loadU32(ttl_at), ttl_cap));
   }
 
   // Canonical body: question in lower case (every hit writes the client's spelling over it),

@@ -11,7 +11,10 @@
 //   max_udp_size = 1232          # 512..4096: our EDNS buffer size, cap on UDP replies
 //   tcp_max_clients = 1024       # 1..1000000: concurrent TCP clients, whole process
 //   tcp_max_inflight = 128       # 1..65535: pipelined queries in flight per TCP client
-//   tcp_idle_timeout_ms = 10000  # idle TCP client connections are closed (RFC 7766 6.2.3)
+//   tcp_max_output = 65536       # 4096..16777216: unsent answer bytes per TCP client at which
+//                                # its queries are no longer read
+//   tcp_idle_timeout_ms = 10000  # idle TCP client connections are closed (RFC 7766 6.2.3), and
+//                                # clients whose unsent answers make no progress for as long
 //   shutdown_grace_ms = 2000     # 0..: on SIGTERM, time for in-flight queries to finish
 //   forward_ecs = false          # pass the client's EDNS Client Subnet option upstream
 //   metrics = "127.0.0.1:9153"   # HTTP /metrics, /healthz, /readyz; "" or absent = off
@@ -96,6 +99,7 @@ constexpr Limit kWorkers{0, 256};
 constexpr Limit kMaxUdpSize{512, 4096, " bytes"};
 constexpr Limit kTcpMaxClients{1, 1'000'000};
 constexpr Limit kInflight{1, 65'535};  // bounded by the 16-bit DNS message ID
+constexpr Limit kTcpOutput{4096, 16 << 20, " bytes"};
 constexpr Limit kConnections{1, 64};
 constexpr Limit kPaddingBlock{0, 512, " bytes"};
 constexpr Limit kTimeout{1, 86'400'000, " ms"};
@@ -108,10 +112,11 @@ constexpr Limit kStaleAge{0, 30 * 86'400, " s"};
 constexpr Limit kPercent{0, 50, "%"};
 constexpr Limit kQueryLog{0, 1'000'000'000};
 
-constexpr std::array<std::string_view, 12> kServerKeys = {
+constexpr std::array<std::string_view, 13> kServerKeys = {
     "listen",          "workers",          "log_level",           "max_udp_size",
     "tcp_max_clients", "tcp_max_inflight", "tcp_idle_timeout_ms", "shutdown_grace_ms",
-    "forward_ecs",     "metrics",          "log_format",          "query_log"};
+    "forward_ecs",     "metrics",          "log_format",          "query_log",
+    "tcp_max_output"};
 constexpr std::array<std::string_view, 12> kUpstreamKeys = {"servers",
                                                             "ca_file",
                                                             "insecure",
@@ -509,6 +514,8 @@ void Loader::applyServer(const toml::table& t) {
       s_.tcp_max_clients = number<unsigned>(v, key, kTcpMaxClients);
     } else if (name == "tcp_max_inflight") {
       s_.tcp_max_inflight = number<unsigned>(v, key, kInflight);
+    } else if (name == "tcp_max_output") {
+      s_.tcp_max_output = number<size_t>(v, key, kTcpOutput);
     } else if (name == "tcp_idle_timeout_ms") {
       s_.tcp_idle_timeout = duration(v, key, kTimeout);
     } else if (name == "shutdown_grace_ms") {

@@ -184,6 +184,7 @@ Result<QueryInfo> parseQuery(WireView wire) noexcept {
       }
     }
   }
+  if (!r.atEnd()) return std::unexpected(Errc::FormErr);  // trailing bytes: not one message
   // RFC 6891 6.1.3: a version we do not implement gets BADVERS, once the message is known good.
   if (q.edns.present && q.edns.version > 0) return std::unexpected(Errc::BadVers);
   return q;
@@ -326,6 +327,7 @@ Result<ResponseInfo> parseResponse(WireView wire) noexcept {
         continue;
       }
       if (auto err = checkRdataNames(wire, h, seen)) return std::unexpected(*err);
+      if (s == 1 && h.type == type::SOA) info.authority_soa = true;
       const uint32_t ttl = (h.ttl & 0x80000000u) ? 0 : h.ttl;  // RFC 2181 8
       info.min_ttl = have_ttl ? std::min(info.min_ttl, ttl) : ttl;
       have_ttl = true;
@@ -385,6 +387,30 @@ void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo&
     appendClientOpt(out, upstream, r, our_udp_size, q.edns.do_bit);
   }
   truncateClientReply(out, kHeaderSize + question.size(), opt_start, limit);
+}
+
+uint32_t ttlCap(const ResponseInfo& r, const TtlCaps& caps) noexcept {
+  const uint16_t rcode = r.rcode();
+  const bool negative = rcode == static_cast<uint16_t>(Rcode::NxDomain) ||
+                        (rcode == static_cast<uint16_t>(Rcode::NoError) && r.authority_soa);
+  return negative ? std::min(caps.max_ttl, caps.negative_max_ttl) : caps.max_ttl;
+}
+
+void capClientTtls(std::span<std::byte> reply, uint32_t cap) noexcept {
+  WireReader r(reply);
+  const Header h = readHeader(r);
+  for (unsigned i = 0; i < h.qdcount && r.ok(); ++i) {
+    skipName(r);
+    r.skip(4);
+  }
+  const size_t records = size_t{h.ancount} + h.nscount + h.arcount;
+  for (size_t i = 0; i < records && r.ok(); ++i) {
+    const RecordHead rr = readRecordHead(r);
+    if (!r.ok()) return;
+    if (rr.type == type::OPT) continue;  // its TTL field holds EDNS flags, not a TTL
+    std::byte* at = reply.data() + rr.rdata_offset - 6;
+    storeU32(at, clientTtl(loadU32(at), cap));
+  }
 }
 
 void appendClientOpt(PacketBuffer& out, WireView upstream, const ResponseInfo& r, uint16_t udp_size,

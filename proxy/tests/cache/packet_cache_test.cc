@@ -276,6 +276,33 @@ TEST(PacketCache, FreshHitEqualsBuildClientReply) {
   }
 }
 
+// The same differential where the caps bind: a TTL above max_ttl (negative_max_ttl once an SOA
+// makes the answer partly negative) and one with the top bit set (RFC 2181 8) read the same fresh
+// (the worker's buildClientReply + capClientTtls) and from the cache.
+TEST(PacketCache, FreshHitEqualsTheCappedFreshReply) {
+  const CacheSettings settings{
+      .min_ttl = seconds(10), .max_ttl = seconds(3600), .negative_max_ttl = seconds(60)};
+  const dns::TtlCaps caps{.max_ttl = 3600, .negative_max_ttl = 60};
+  const std::vector<AnswerSpec> answers = {
+      {.records = {a(200000), a(0x80000005u, 2)}},
+      {.records = {a(200000), soa(0x80000000u, 900)}},
+  };
+  for (const AnswerSpec& as : answers) {
+    const Upstream u = upstream(as);
+    PacketCache cache(settings);
+    ASSERT_TRUE(store(cache, u, kT0, {}));
+    const Client c = client({.edns = true});
+    PacketBuffer expected;
+    dns::buildClientReply(u.wire, u.info, c.q, c.raw, 65535, 1232, expected);
+    dns::capClientTtls(expected.mutableView(), dns::ttlCap(u.info, caps));
+    const Served s = lookup(cache, c, kT0);
+    ASSERT_TRUE(s.hit);
+    EXPECT_EQ(asChars(s.wire), asChars(expected)) << as.records.size();
+    ASSERT_TRUE(s.msg);
+    EXPECT_EQ(s.msg->answer[0].ttl, as.records[1].type == type::SOA ? 60u : 3600u);
+  }
+}
+
 TEST(PacketCache, HitCarriesClientIdSpellingAndOurOpt) {
   PacketCache cache({});
   const Upstream u = upstream({.records = {a(300)}, .ext_rcode = 0});

@@ -103,6 +103,7 @@ log_level = "debug"
 max_udp_size = 1400
 tcp_max_clients = 50
 tcp_max_inflight = 16
+tcp_max_output = 32768
 tcp_idle_timeout_ms = 3000
 shutdown_grace_ms = 0
 forward_ecs = true
@@ -146,6 +147,7 @@ address = "192.0.2.1"
   EXPECT_EQ(s.max_udp_size, 1400u);
   EXPECT_EQ(s.tcp_max_clients, 50u);
   EXPECT_EQ(s.tcp_max_inflight, 16u);
+  EXPECT_EQ(s.tcp_max_output, 32768u);
   EXPECT_EQ(s.tcp_idle_timeout, 3000ms);
   EXPECT_EQ(s.shutdown_grace, 0ms);
   EXPECT_TRUE(s.forward_ecs);
@@ -212,6 +214,8 @@ TEST(ConfigTomlErrors, OutOfRangeNamesFileLineAndKey) {
                 .find("dotproxy.toml:2: upstream.query_timeout_ms:"),
             std::string::npos);
   EXPECT_NE(tomlError("[server]\ntcp_idle_timeout_ms = -5\n").find("server.tcp_idle_timeout_ms:"),
+            std::string::npos);
+  EXPECT_NE(tomlError("[server]\ntcp_max_output = 4095\n").find("server.tcp_max_output:"),
             std::string::npos);
   EXPECT_NE(tomlError("[server]\nworkers = -1\n").find("server.workers: must be between"),
             std::string::npos);

@@ -177,15 +177,16 @@ TEST(ParseQuery, BadNameInAdditionalIsFormErr) {
   EXPECT_EQ(parseQuery(view(m)).error(), Errc::FormErr);
 }
 
-TEST(ParseQuery, TrailingBytesAreIgnored) {
+// One message per datagram or frame (RFC 1035 4.2.1, 4.2.2): junk after the last record is not
+// carried upstream, nor kept while the query waits.
+TEST(ParseQuery, TrailingBytesAreFormErr) {
   PacketBuffer wire = makeQuery({.edns = true});
-  const size_t size = wire.size();
+  ASSERT_TRUE(parseQuery(wire));
   wire.push(std::byte{0xde});
-  wire.push(std::byte{0xad});
-  auto q = parseQuery(wire);
-  ASSERT_TRUE(q);
-  EXPECT_TRUE(q->edns.present);
-  EXPECT_LT(q->question_end, size);
+  EXPECT_EQ(parseQuery(wire).error(), Errc::FormErr);
+  PacketBuffer plain = makeQuery({});
+  plain.push(std::byte{0});
+  EXPECT_EQ(parseQuery(plain).error(), Errc::FormErr);
 }
 
 TEST(ParseQuery, OptOwnedByPointerToRootIsAccepted) {
@@ -771,6 +772,53 @@ TEST(BuildClientReply, FitsExactlyIsNotTruncated) {
   ASSERT_TRUE(m);
   EXPECT_FALSE(m->header.tc());
   EXPECT_EQ(m->answer.size(), 3u);
+}
+
+}  // namespace
+}  // namespace dotproxy::dns
+
+namespace dotproxy::dns {
+namespace {
+
+// ---------------------------------------------------------------- client TTLs
+
+TEST(ClientTtl, TopBitMeansZeroAndCapApplies) {
+  EXPECT_EQ(clientTtl(300, 86400), 300u);
+  EXPECT_EQ(clientTtl(200000, 86400), 86400u);
+  EXPECT_EQ(clientTtl(0x80000010u, 86400), 0u);  // RFC 2181 8
+  EXPECT_EQ(clientTtl(0xffffffffu, UINT32_MAX), 0u);
+}
+
+TEST(ClientTtl, CapClientTtlsRewritesEveryRecordButOpt) {
+  Exchange x = exchange({.edns = true}, {.ttl = 0x80000000u, .answers = 1, .edns = true});
+  PacketBuffer out;
+  buildClientReply(x.upstream, x.r, x.q, x.raw, 4096, 1232, out);
+  capClientTtls(out.mutableView(), 100);
+  auto m = parseMessage(out);
+  ASSERT_TRUE(m) << errcName(m.error());
+  ASSERT_EQ(m->answer.size(), 1u);
+  EXPECT_EQ(m->answer[0].ttl, 0u);
+  ASSERT_TRUE(m->edns);  // the OPT's TTL field (EDNS flags) is untouched
+
+  Exchange y = exchange({}, {.ttl = 1000, .answers = 2, .edns = false});
+  buildClientReply(y.upstream, y.r, y.q, y.raw, 4096, 1232, out);
+  capClientTtls(out.mutableView(), 1000);
+  m = parseMessage(out);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->answer[0].ttl, 1000u);
+  EXPECT_EQ(m->answer[1].ttl, 1000u);  // 1001 lowered to the cap
+}
+
+TEST(ClientTtl, NegativeAnswersTakeTheLowerCap) {
+  ResponseInfo r;
+  r.header.flags = flag::QR;
+  EXPECT_EQ(ttlCap(r, {.max_ttl = 500, .negative_max_ttl = 60}), 500u);
+  r.authority_soa = true;  // NODATA
+  EXPECT_EQ(ttlCap(r, {.max_ttl = 500, .negative_max_ttl = 60}), 60u);
+  r.authority_soa = false;
+  r.header.setRcode(static_cast<uint8_t>(Rcode::NxDomain));
+  EXPECT_EQ(ttlCap(r, {.max_ttl = 500, .negative_max_ttl = 60}), 60u);
+  EXPECT_EQ(ttlCap(r, {.max_ttl = 30, .negative_max_ttl = 60}), 30u);
 }
 
 }  // namespace

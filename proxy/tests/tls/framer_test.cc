@@ -84,6 +84,24 @@ TEST(DotFramer, ManyInOneFeed) {
   EXPECT_EQ(runChunked(stream, {}), msgs);
 }
 
+// A reader at its limit leaves messages in the framer and asks hasMessage() whether to read more.
+TEST(DotFramer, HasMessageSaysWhetherNextReturnsOne) {
+  DotFramer f;
+  EXPECT_FALSE(f.hasMessage());
+  const auto stream = frameAll({"abc", "de"});
+  f.feed(WireView(stream).first(1));
+  EXPECT_FALSE(f.hasMessage());
+  f.feed(WireView(stream).subspan(1, 3));  // the first frame but its last byte
+  EXPECT_FALSE(f.hasMessage());
+  f.feed(WireView(stream).subspan(4));
+  EXPECT_TRUE(f.hasMessage());
+  EXPECT_TRUE(f.hasMessage());  // asking consumes nothing
+  ASSERT_TRUE(f.next());
+  EXPECT_TRUE(f.hasMessage());
+  ASSERT_TRUE(f.next());
+  EXPECT_FALSE(f.hasMessage());
+}
+
 TEST(DotFramer, ZeroLengthFrameIsAnEmptyMessage) {
   DotFramer f;
   const std::byte zero[] = {std::byte{0}, std::byte{0}};

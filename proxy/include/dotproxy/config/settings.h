@@ -33,6 +33,8 @@ struct Settings {
   size_t max_udp_size = 1232;                 // our EDNS buffer size, cap on UDP replies
   unsigned tcp_max_clients = 1024;            // concurrent TCP clients, whole process
   unsigned tcp_max_inflight = 128;            // pipelined queries in flight per TCP client
+  size_t tcp_max_output = 64 * 1024;          // unsent answer bytes at which a client's queries
+                                              // are no longer read
   milliseconds tcp_idle_timeout{10'000};      // RFC 7766 6.2.3: idle client connections
   milliseconds shutdown_grace{2'000};         // SIGTERM: time for in-flight queries to finish
   bool forward_ecs = false;                   // pass the client's ECS option upstream

@@ -46,9 +46,17 @@ struct QueryInfo {
 //   anything else (QDCOUNT != 1, bad name, two OPTs, OPT not at root or outside additional,
 //   truncated records, ...)                     [FORMERR]
 // Every failure after the header is reported as FormErr (never Truncated), so a caller can map
-// errors to actions with one switch. Bytes after the last record are ignored. BadVers is reported
-// only for an otherwise well-formed query.
+// errors to actions with one switch. Bytes after the last record are FormErr too: a datagram or a
+// TCP frame carries exactly one message (RFC 1035 4.2.1, 4.2.2), and junk behind it is not
+// ours to carry or to keep while the query waits. BadVers is reported only for an otherwise
+// well-formed query.
 Result<QueryInfo> parseQuery(WireView wire) noexcept;
+
+// The largest query taken over any transport: one question (at most 4 + 255 bytes of name) and an
+// OPT whose options (ECS, cookie, RFC 8467 padding to a 468-byte block) need far less. The UDP
+// receive buffer is this size (a larger datagram arrives truncated and gets FORMERR); a larger
+// TCP frame gets FORMERR as well, so a query in flight never holds more than this.
+inline constexpr size_t kMaxQuery = 4096;
 
 // Builds the reply to a query we refuse or cannot serve (FORMERR, NOTIMP, BADVERS, SERVFAIL,
 // REFUSED): echoes the ID, opcode, RD, CD and, when readable, the question; includes an OPT (max
@@ -79,6 +87,7 @@ struct ResponseInfo {
   uint32_t min_ttl = 0;  // smallest TTL over answer+authority (+additional, OPT excluded); 0 if
                          // no records; TTLs with the top bit set count as 0 (RFC 2181 8)
   size_t end = 0;        // offset just past the last record; bytes after it are ignored
+  bool authority_soa = false;  // an SOA in the authority section (RFC 2308 5: a negative answer)
   uint16_t rcode() const noexcept { return static_cast<uint16_t>(header.rcode() | ext_rcode << 4); }
 };
 
@@ -108,6 +117,26 @@ uint16_t clientFlags(uint16_t answer_flags, const QueryInfo& q) noexcept;
 void buildClientReply(WireView upstream, const ResponseInfo& r, const QueryInfo& q,
                       WireView raw_query, size_t max_size, uint16_t our_udp_size,
                       PacketBuffer& out);
+
+// ---- TTLs as clients are told them, fresh or from the cache (one rule for both paths).
+
+struct TtlCaps {
+  uint32_t max_ttl = UINT32_MAX;
+  uint32_t negative_max_ttl = UINT32_MAX;  // RFC 2308 5: NXDOMAIN and NODATA
+};
+// The largest TTL a client is told for a record of answer r: caps.max_ttl, or the lower of it and
+// caps.negative_max_ttl for a negative answer (NXDOMAIN, or NOERROR with an SOA in the authority
+// section).
+uint32_t ttlCap(const ResponseInfo& r, const TtlCaps& caps) noexcept;
+// The TTL a client is told for a record whose TTL field holds `wire_ttl`: 0 if its top bit is set
+// (RFC 2181 8), at most `cap`.
+constexpr uint32_t clientTtl(uint32_t wire_ttl, uint32_t cap) noexcept {
+  const uint32_t ttl = (wire_ttl & 0x80000000u) ? 0 : wire_ttl;
+  return ttl < cap ? ttl : cap;
+}
+// Rewrites every TTL of a reply built by buildClientReply (records of all sections, OPT excluded)
+// with clientTtl(ttl, cap). Stops at the first record it cannot read.
+void capClientTtls(std::span<std::byte> reply, uint32_t cap) noexcept;
 
 // ---- Building blocks of buildClientReply, shared with the cache (which replays stored answers).
 

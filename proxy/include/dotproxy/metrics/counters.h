@@ -76,6 +76,8 @@ constexpr size_t qtypeSlot(uint16_t qtype) noexcept {
   X(tcp_closed_idle) \
   X(tcp_closed_client) \
   X(tcp_closed_error) \
+  X(tcp_closed_slow) \
+  X(tcp_paused) \
   X(dropped_short) \
   X(dropped_response) \
   X(udp_send_failures) \

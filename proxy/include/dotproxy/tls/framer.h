@@ -22,6 +22,11 @@ class DotFramer {
   std::optional<PacketBuffer> next();
   // Bytes received but not yet returned by next().
   size_t buffered() const noexcept { return buf_.size() - head_; }
+  // True if next() would return a message (a reader that stops taking messages at a limit leaves
+  // them here, and reads no more bytes while this holds).
+  bool hasMessage() const noexcept {
+    return buffered() >= 2 && buffered() - 2 >= loadU16(buf_.data() + head_);
+  }
   // True if a message has started arriving (prefix or part of the body) but is not complete.
   bool midMessage() const noexcept { return buffered() > 0; }
   // Bytes allocated for the receive buffer; stays bounded (consumed bytes are compacted away).
