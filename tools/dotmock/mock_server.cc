@@ -93,6 +93,7 @@ class MockServer::UdpListener final : public Listener {
           // Larger than any client allows without TC: trailing bytes up to 4096.
           if (outcome == Outcome::Oversized)
             reply.wire.resize(std::max<size_t>(reply.wire.size(), 4096));
+          if (outcome == Outcome::Undersized) reply.wire.resize(reply.wire.size() / 2);
         }
         if (!fd_) continue;
         if (reply.delay.count() > 0) {
@@ -309,6 +310,16 @@ class MockServer::Connection final : public net::EventLoop::Handler {
           (void)tls::appendFrame(framed, reply.wire);
           storeU16(framed.data(),
                    static_cast<uint16_t>(std::min<size_t>(reply.wire.size() + 256, 65535)));
+          out_.append(framed);
+          ++server_.responder_.counters().answers;
+          return true;
+        }
+        case Outcome::Undersized: {
+          // The length prefix announces half the message, and the whole message follows: the
+          // client's framer ends the message early and reads its tail as the next prefix.
+          PacketBuffer framed;
+          (void)tls::appendFrame(framed, reply.wire);
+          storeU16(framed.data(), static_cast<uint16_t>(reply.wire.size() / 2));
           out_.append(framed);
           ++server_.responder_.counters().answers;
           return true;
@@ -556,6 +567,8 @@ MockServer::Outcome MockServer::applyFaults(WireView query, Reply& reply, uint64
       return Outcome::CloseMid;
     case FaultAction::Oversized:
       return Outcome::Oversized;
+    case FaultAction::Undersized:
+      return Outcome::Undersized;
     case FaultAction::Down:
       down_ = true;
       loop_.defer([this, ms = std::chrono::milliseconds(rule->ms)] { goDown(ms); });

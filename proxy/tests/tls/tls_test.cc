@@ -351,6 +351,14 @@ TEST_F(TlsTest, IpLiteralNameIsVerifiedAgainstIpSan) {
   EXPECT_NE(conn.client.failure().find("127.0.0.2"), std::string::npos) << conn.client.failure();
 }
 
+// Regression (hardening B11): a TLS 1.2 upstream could renegotiate; nothing a DoT client needs.
+TEST(TlsContext, ClientRefusesRenegotiation) {
+  for (bool insecure : {false, true}) {
+    ClientContext ctx({.insecure = insecure});
+    EXPECT_NE(SSL_CTX_get_options(ctx.get()) & SSL_OP_NO_RENEGOTIATION, 0u) << insecure;
+  }
+}
+
 TEST_F(TlsTest, EmptyNameWithVerificationAndNoPinIsRefused) {
   SocketPair fds = nonBlockingPair();
   auto c = Stream::client(client_, fds.client.get(), {});
