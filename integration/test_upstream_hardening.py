@@ -91,34 +91,42 @@ size = 0
 """
 
 
-def ask_pair(p, k):
-    """A query the mock drops (d*) and one it answers (b*), pipelined on one client connection
-    so that both go out on the same upstream connection: the connection keeps answering, so it
-    never looks stalled, while the dropped query's slot is abandoned."""
+def ask_round(p, k) -> list[str]:
+    """Two queries the mock drops (d.*) and two it answers (b.*), pipelined on one client
+    connection: with two slots per upstream connection they share connections with answered
+    queries, so those connections keep answering (never look stalled) while the dropped queries'
+    slots are abandoned when their clients get SERVFAIL."""
+    names = [f"d.a{k}.test", f"b.a{k}.test", f"d.b{k}.test", f"b.b{k}.test"]
     with dotproxy.Connection(p.host, "tcp", port=p.tcp_port, timeout=5) as c:
-        c.send([dotproxy.build_query(f"d.r{k}.test", id=1), dotproxy.build_query(f"b.r{k}.test", id=2)])
-        d = c.receive(1, timeout=5).message.rcode_text
-        b = c.receive(2, timeout=5).message
-    return d, b
+        c.send([dotproxy.build_query(n, id=i + 1) for i, n in enumerate(names)])
+        return [c.receive(i + 1, timeout=5).message.rcode_text for i in range(len(names))]
 
 
 def test_abandoned_slots_do_not_fill_a_connection_for_good(mock_upstream, daemon):
     """Regression (hardening B4): slots of abandoned queries (the client already got SERVFAIL)
-    were freed only inside send(), which a full connection never reaches; after a few dropped
-    answers with a small max_inflight_per_connection every later query waited for a slot and got
-    SERVFAIL, and no new connection was opened."""
+    were freed only inside send(), which a full connection never reaches, and a connection that
+    kept answering other queries never looked stalled; after a few dropped answers with a small
+    max_inflight_per_connection every later query waited for a slot and got SERVFAIL, for good,
+    and no new connection was opened. Now abandoned queries hold no slot, and the pool recovers
+    within a backoff period."""
     m = mock_upstream(faults="label d drop")
     p = daemon(m, config=HARDENING)
     assert p.query("warm.test", timeout=5).message.rcode_text == "NOERROR"
-    for k in range(6):
-        d, b = ask_pair(p, k)
-        assert d == "SERVFAIL"  # dropped on every attempt
-        assert b.rcode_text == "NOERROR" and [r.text for r in b.answer] == [ANSWER], (k, b)
+    for k in range(4):
+        rcodes = ask_round(p, k)
+        assert rcodes[0] == rcodes[2] == "SERVFAIL", rcodes  # dropped on every attempt
+
+    def answered():
+        return p.query("probe.test", timeout=5).message.rcode_text == "NOERROR"
+
+    # The connections that held only dropped queries were abandoned as stalled, which may back the
+    # upstream off for up to backoff_max_ms (300 ms); before the fix no query was ever answered
+    # again.
+    wait_for(answered, 10, interval=0.1, what="a query answered after the dropped ones")
     for i in range(10):
         a = p.query(f"after{i}.test", transport="udp" if i % 2 else "tcp", timeout=5)
         assert a.message.rcode_text == "NOERROR", (i, a.message)
-    st = p.stats()
-    assert st["servfail"] == 6, st  # only the dropped queries
+        assert [r.text for r in a.message.answer] == [ANSWER]
 
 
 def test_connection_that_stops_answering_is_replaced(mock_upstream, daemon):

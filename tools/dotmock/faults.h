@@ -39,8 +39,8 @@ enum class FaultAction : uint8_t {
   Truncated,      // the answer cut short inside its last record (frame length consistent)
   Oversized,      // streams: a length prefix announcing more than follows; UDP: a datagram
                   // larger than the query allowed
-  Undersized,     // streams: a length prefix announcing half the message, then the whole
-                  // message (its tail reads as the next prefix); UDP: half the answer
+  Undersized,     // streams: a length prefix one byte short of the message, then the whole
+                  // message (its last byte starts the next prefix); UDP: the last byte cut
   ServFail,
   Refused,
   Down,            // drop the query, close every listener and connection, listen again after MS

@@ -93,7 +93,7 @@ class MockServer::UdpListener final : public Listener {
           // Larger than any client allows without TC: trailing bytes up to 4096.
           if (outcome == Outcome::Oversized)
             reply.wire.resize(std::max<size_t>(reply.wire.size(), 4096));
-          if (outcome == Outcome::Undersized) reply.wire.resize(reply.wire.size() / 2);
+          if (outcome == Outcome::Undersized) reply.wire.resize(reply.wire.size() - 1);
         }
         if (!fd_) continue;
         if (reply.delay.count() > 0) {
@@ -315,11 +315,13 @@ class MockServer::Connection final : public net::EventLoop::Handler {
           return true;
         }
         case Outcome::Undersized: {
-          // The length prefix announces half the message, and the whole message follows: the
-          // client's framer ends the message early and reads its tail as the next prefix.
+          // The length prefix announces one byte less than the message, and the whole message
+          // follows: the client's framer ends the message early and reads its last byte and the
+          // next answer's first as the next prefix. (A cut inside the padding would let the
+          // framer fall back in step: zero bytes read as empty frames.)
           PacketBuffer framed;
           (void)tls::appendFrame(framed, reply.wire);
-          storeU16(framed.data(), static_cast<uint16_t>(reply.wire.size() / 2));
+          storeU16(framed.data(), static_cast<uint16_t>(reply.wire.size() - 1));
           out_.append(framed);
           ++server_.responder_.counters().answers;
           return true;
