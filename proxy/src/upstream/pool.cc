@@ -154,7 +154,13 @@ class Pool::Connection final : public net::EventLoop::Handler {
   // timeout moves the mark forward: one early check that saw an answer must not clear the
   // connection for good.
   void suspectStall(Clock::time_point sent) {
-    if (state_ != State::Ready) return;
+    if (state_ == State::Closed) return;
+    if (state_ != State::Ready) {
+      // Timed out while still queued behind the handshake (the connect timer covers that): the
+      // check starts when the query is actually written.
+      suspect_when_ready_ = true;
+      return;
+    }
     stall_mark_ = std::max(stall_mark_, sent);
     armStallCheck();
   }
@@ -204,6 +210,10 @@ class Pool::Connection final : public net::EventLoop::Handler {
       armIdle();
       pool_.onConnectionUp(*this);
       if (state_ != State::Ready) return;
+      if (suspect_when_ready_) {
+        stall_mark_ = pool_.loop_.now();  // the queued queries are written just below
+        armStallCheck();
+      }
     }
     // Always read until OpenSSL says WantRead: records it has already decrypted would otherwise
     // wait for a readiness event that epoll never sends.
@@ -255,12 +265,11 @@ class Pool::Connection final : public net::EventLoop::Handler {
     const auto window = 2 * pool_.settings_.attempt_timeout;
     auto wait = std::max<Clock::duration>(stall_mark_ + window - pool_.loop_.now(),
                                           Clock::duration::zero());
-    stall_timer_ = pool_.loop_.after(std::chrono::duration_cast<milliseconds>(wait) +
-                                         milliseconds(1),
-                                     [this] {
-                                       stall_timer_ = 0;
-                                       checkStall();
-                                     });
+    stall_timer_ =
+        pool_.loop_.after(std::chrono::duration_cast<milliseconds>(wait) + milliseconds(1), [this] {
+          stall_timer_ = 0;
+          checkStall();
+        });
   }
 
   void checkStall() {
@@ -482,11 +491,13 @@ class Pool::Connection final : public net::EventLoop::Handler {
   tls::DotFramer framer_;
   PacketBuffer out_;
   size_t out_off_ = 0;
-  static constexpr size_t kMaxIds = 65536;  // pending_ (live and orphans) never exceeds the ID space
+  // pending_ (live and orphans) never exceeds the ID space.
+  static constexpr size_t kMaxIds = 65536;
   std::unordered_map<uint16_t, Pending> pending_;
-  size_t live_ = 0;                 // entries of pending_ with a request
+  size_t live_ = 0;                  // entries of pending_ with a request
   std::vector<uint16_t> unwritten_;  // queued in out_, not yet handed to TLS (stamped in flush)
-  Clock::time_point stall_mark_{};  // newest timed-out query's write; {} = no suspicion
+  Clock::time_point stall_mark_{};   // newest timed-out query's write; {} = no suspicion
+  bool suspect_when_ready_ = false;  // a query timed out during the handshake
   Clock::time_point started_{};
   Clock::time_point ready_at_{};
   Clock::time_point last_rx_{};
@@ -659,7 +670,7 @@ void Pool::onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid)
   if (r.last_upstream >= 0) perUpstream(static_cast<size_t>(r.last_upstream)).timeouts.inc();
   if (auto c = connections_.find(conn_id); c != connections_.end()) {
     auto sent = c->second->sentAt(qid);
-    if (sent && c->second->state() == Connection::State::Ready) c->second->suspectStall(*sent);
+    if (sent) c->second->suspectStall(*sent);
   }
   // The first attempt stays outstanding and may still answer; race a second one elsewhere. The
   // first valid answer wins.
