@@ -133,8 +133,10 @@ class Pool::Connection final : public net::EventLoop::Handler {
     return qid;
   }
 
-  // The request behind this query is gone (answered elsewhere, timed out). The query is still in
-  // flight at the upstream, so it keeps its slot until its answer comes (counted as late).
+  // The request behind this query is gone (answered elsewhere, timed out). The query may still be
+  // in flight at the upstream, so it keeps its ID until its answer comes (counted as late) or it
+  // is swept (dropOldOrphans, idle close), but it frees its slot at once: a full connection would
+  // otherwise never be sent to again, and never reach the sweep.
   void orphan(uint16_t qid) {
     auto it = pending_.find(qid);
     if (it == pending_.end() || it->second.request_id == 0) return;
@@ -274,7 +276,8 @@ class Pool::Connection final : public net::EventLoop::Handler {
 
   void checkStall() {
     if (state_ != State::Ready) return;
-    if (last_rx_ >= stall_mark_) {
+    // Strictly later: the handshake's last read and the first write share the loop's time.
+    if (last_rx_ > stall_mark_) {
       stall_mark_ = {};  // it answered after the newest suspect went out
       return;
     }
