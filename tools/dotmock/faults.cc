@@ -16,7 +16,7 @@ namespace dotproxy::dotmock {
 
 namespace {
 
-constexpr std::array<std::pair<std::string_view, FaultAction>, 15> kActions = {{
+constexpr std::array<std::pair<std::string_view, FaultAction>, 16> kActions = {{
     {"delay", FaultAction::Delay},
     {"drop", FaultAction::Drop},
     {"close", FaultAction::Close},
@@ -26,6 +26,7 @@ constexpr std::array<std::pair<std::string_view, FaultAction>, 15> kActions = {{
     {"malformed", FaultAction::Malformed},
     {"truncated", FaultAction::Truncated},
     {"oversized", FaultAction::Oversized},
+    {"undersized", FaultAction::Undersized},
     {"servfail", FaultAction::ServFail},
     {"refused", FaultAction::Refused},
     {"down", FaultAction::Down},

@@ -10,7 +10,8 @@
 //           connection N (every query on the Nth DoT or TCP connection, 1-based; and the
 //           connection itself for the connection actions)
 //   ACTION  per query:       delay MS | drop | close | close-mid | wrong-id | wrong-question |
-//                            malformed | truncated | oversized | servfail | refused | down MS
+//                            malformed | truncated | oversized | undersized |
+//                            servfail | refused | down MS
 //           per connection:  stall-handshake | expired-cert | wrong-name-cert
 //                            (with `any` or `connection N` only)
 
@@ -38,6 +39,8 @@ enum class FaultAction : uint8_t {
   Truncated,      // the answer cut short inside its last record (frame length consistent)
   Oversized,      // streams: a length prefix announcing more than follows; UDP: a datagram
                   // larger than the query allowed
+  Undersized,     // streams: a length prefix one byte short of the message, then the whole
+                  // message (its last byte starts the next prefix); UDP: the last byte cut
   ServFail,
   Refused,
   Down,            // drop the query, close every listener and connection, listen again after MS

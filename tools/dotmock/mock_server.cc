@@ -93,6 +93,7 @@ class MockServer::UdpListener final : public Listener {
           // Larger than any client allows without TC: trailing bytes up to 4096.
           if (outcome == Outcome::Oversized)
             reply.wire.resize(std::max<size_t>(reply.wire.size(), 4096));
+          if (outcome == Outcome::Undersized) reply.wire.resize(reply.wire.size() - 1);
         }
         if (!fd_) continue;
         if (reply.delay.count() > 0) {
@@ -309,6 +310,18 @@ class MockServer::Connection final : public net::EventLoop::Handler {
           (void)tls::appendFrame(framed, reply.wire);
           storeU16(framed.data(),
                    static_cast<uint16_t>(std::min<size_t>(reply.wire.size() + 256, 65535)));
+          out_.append(framed);
+          ++server_.responder_.counters().answers;
+          return true;
+        }
+        case Outcome::Undersized: {
+          // The length prefix announces one byte less than the message, and the whole message
+          // follows: the client's framer ends the message early and reads its last byte and the
+          // next answer's first as the next prefix. (A cut inside the padding would let the
+          // framer fall back in step: zero bytes read as empty frames.)
+          PacketBuffer framed;
+          (void)tls::appendFrame(framed, reply.wire);
+          storeU16(framed.data(), static_cast<uint16_t>(reply.wire.size() - 1));
           out_.append(framed);
           ++server_.responder_.counters().answers;
           return true;
@@ -556,6 +569,8 @@ MockServer::Outcome MockServer::applyFaults(WireView query, Reply& reply, uint64
       return Outcome::CloseMid;
     case FaultAction::Oversized:
       return Outcome::Oversized;
+    case FaultAction::Undersized:
+      return Outcome::Undersized;
     case FaultAction::Down:
       down_ = true;
       loop_.defer([this, ms = std::chrono::milliseconds(rule->ms)] { goDown(ms); });

@@ -59,7 +59,7 @@ class MockServer {
   void accepted(net::Fd fd, Transport transport);
   // What the fault script does to one query's reply (already altered in place); `connection` is
   // the stream connection's number, 0 for UDP.
-  enum class Outcome : uint8_t { Send, Drop, Close, CloseMid, Oversized };
+  enum class Outcome : uint8_t { Send, Drop, Close, CloseMid, Oversized, Undersized };
   Outcome applyFaults(WireView query, Reply& reply, uint64_t connection);
   // The `down MS` fault: every listener and connection closed, listeners reopened on the same
   // addresses after `ms`.

@@ -1,7 +1,5 @@
 #include "dotproxy/upstream/pool.h"
 
-#include <sys/random.h>
-
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -9,6 +7,7 @@
 #include <optional>
 
 #include "dotproxy/tls/framer.h"
+#include "dotproxy/upstream/query_id.h"
 #include "dotproxy/util/log.h"
 
 namespace dotproxy::upstream {
@@ -21,36 +20,8 @@ std::string Upstream::label() const {
 
 namespace {
 
-// xoshiro128** seeded from getrandom: query IDs need to be unpredictable enough to make blind
-// spoofing pointless and cheap enough for the per-query path. (Over TLS spoofing is off the table;
-// fresh IDs still keep answers of different clients apart.)
-class IdSource {
- public:
-  IdSource() {
-    if (::getrandom(s_, sizeof s_, 0) != sizeof s_) {
-      uint64_t t = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-      s_[0] = static_cast<uint32_t>(t) | 1;
-      s_[1] = static_cast<uint32_t>(t >> 32) | 2;
-    }
-  }
-  uint16_t next() noexcept {
-    uint32_t result = rotl(s_[1] * 5, 7) * 9;
-    uint32_t t = s_[1] << 9;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 11);
-    return static_cast<uint16_t>(result >> 16);
-  }
-
- private:
-  static uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
-  uint32_t s_[4] = {0x9e3779b9, 0x243f6a88, 0xb7e15162, 0x7f4a7c15};
-};
-
-thread_local IdSource t_ids;
+// Query IDs from the kernel's CSPRNG, one buffer per worker thread (query_id.h).
+thread_local QueryIdSource t_ids;
 
 // A query is sent at most twice: once, and once more on another connection or upstream.
 constexpr unsigned kMaxAttempts = 2;
@@ -97,9 +68,13 @@ class Pool::Connection final : public net::EventLoop::Handler {
   uint64_t id() const noexcept { return id_; }
   size_t upstream() const noexcept { return upstream_; }
   State state() const noexcept { return state_; }
-  size_t pending() const noexcept { return pending_.size(); }
+  // Queries whose requests still wait for them. Orphans (requests answered elsewhere or timed
+  // out) keep their IDs reserved, so that a late answer is recognised, but hold no slot: an
+  // upstream that drops a few answers must not fill the connection for good.
+  size_t pending() const noexcept { return live_; }
   bool hasRoom() const noexcept {
-    return state_ != State::Closed && pending_.size() < pool_.settings_.max_inflight_per_connection;
+    return state_ != State::Closed && live_ < pool_.settings_.max_inflight_per_connection &&
+           pending_.size() < kMaxIds;
   }
   const std::string& failure() const noexcept { return failure_; }
   bool resumed() const noexcept { return stream_ && stream_->resumed(); }
@@ -127,17 +102,21 @@ class Pool::Connection final : public net::EventLoop::Handler {
     return true;
   }
 
-  // Queues the query with a fresh ID. Queries sent in one round of the loop leave in one TLS write
-  // (one record, one syscall).
-  uint16_t send(uint64_t request_id, const Question& q) {
-    if (pending_.size() + 1 >= pool_.settings_.max_inflight_per_connection) dropOldOrphans();
-    uint16_t qid = t_ids.next();
-    for (int i = 0; i < 64 && pending_.contains(qid); ++i) qid = t_ids.next();
+  // Queues the query with a fresh ID (one not in flight here); nullopt if none is free (only
+  // when hasRoom() is false). Queries sent in one round of the loop leave in one TLS write (one
+  // record, one syscall).
+  std::optional<uint16_t> send(uint64_t request_id, const Question& q) {
+    if (pending_.size() >= pool_.settings_.max_inflight_per_connection) dropOldOrphans();
+    auto picked = pickQueryId(t_ids, [this](uint16_t id) { return pending_.contains(id); });
+    if (!picked) return std::nullopt;
+    const uint16_t qid = *picked;
     size_t at = out_.size() + 2;
     (void)tls::appendFrame(out_, q.wire);  // the pool never builds a query over 64 KiB
     storeU16(out_.data() + at, qid);
     const auto now = pool_.loop_.now();
-    pending_.insert_or_assign(qid, Pending{request_id, q.qname, q.qtype, q.qclass, now});
+    pending_.emplace(qid, Pending{request_id, q.qname, q.qtype, q.qclass, now});
+    ++live_;
+    unwritten_.push_back(qid);
     last_used_ = now;
     if (state_ == State::Ready && !flush_scheduled_) {
       flush_scheduled_ = true;
@@ -154,10 +133,15 @@ class Pool::Connection final : public net::EventLoop::Handler {
     return qid;
   }
 
-  // The request behind this query is gone (answered elsewhere, timed out). The query is still in
-  // flight at the upstream, so it keeps its slot until its answer comes (counted as late).
+  // The request behind this query is gone (answered elsewhere, timed out). The query may still be
+  // in flight at the upstream, so it keeps its ID until its answer comes (counted as late) or it
+  // is swept (dropOldOrphans, idle close), but it frees its slot at once: a full connection would
+  // otherwise never be sent to again, and never reach the sweep.
   void orphan(uint16_t qid) {
-    if (auto it = pending_.find(qid); it != pending_.end()) it->second.request_id = 0;
+    auto it = pending_.find(qid);
+    if (it == pending_.end() || it->second.request_id == 0) return;
+    it->second.request_id = 0;
+    --live_;
   }
 
   std::optional<Clock::time_point> sentAt(uint16_t qid) const {
@@ -166,20 +150,21 @@ class Pool::Connection final : public net::EventLoop::Handler {
     return it->second.sent;
   }
 
-  // An attempt timed out with nothing received since its query went out. That alone may be a slow
-  // answer (a cold cache upstream); if the connection is still silent one more attempt timeout
-  // later it is stalled, and it is abandoned so every query on it moves on at once.
+  // An attempt timed out. That alone may be a slow answer (a cold cache upstream); if nothing at
+  // all arrives on the connection for two attempt timeouts after the newest query that timed out
+  // was written, it is stalled, and it is abandoned so every query on it moves on at once. Each
+  // timeout moves the mark forward: one early check that saw an answer must not clear the
+  // connection for good.
   void suspectStall(Clock::time_point sent) {
-    if (state_ != State::Ready || stall_timer_) return;
-    stall_timer_ = pool_.loop_.after(pool_.settings_.attempt_timeout, [this, sent] {
-      stall_timer_ = 0;
-      if (state_ != State::Ready || last_rx_ >= sent) return;
-      pool_.counters_.upstream_stalls.inc();
-      pool_.perUpstream(upstream_).stalls.inc();
-      failure_ = fmt::format("no answer for {} ms, abandoning the connection",
-                             2 * pool_.settings_.attempt_timeout.count());
-      fail(Errc::Timeout);
-    });
+    if (state_ == State::Closed) return;
+    if (state_ != State::Ready) {
+      // Timed out while still queued behind the handshake (the connect timer covers that): the
+      // check starts when the query is actually written.
+      suspect_when_ready_ = true;
+      return;
+    }
+    stall_mark_ = std::max(stall_mark_, sent);
+    armStallCheck();
   }
 
   void onEvents(uint32_t ev) override {
@@ -227,6 +212,10 @@ class Pool::Connection final : public net::EventLoop::Handler {
       armIdle();
       pool_.onConnectionUp(*this);
       if (state_ != State::Ready) return;
+      if (suspect_when_ready_) {
+        stall_mark_ = pool_.loop_.now();  // the queued queries are written just below
+        armStallCheck();
+      }
     }
     // Always read until OpenSSL says WantRead: records it has already decrypted would otherwise
     // wait for a readiness event that epoll never sends.
@@ -252,6 +241,8 @@ class Pool::Connection final : public net::EventLoop::Handler {
     if (was_up) saveSession();
     auto pending = std::move(pending_);
     pending_.clear();
+    live_ = 0;
+    unwritten_.clear();
     bool lost_queries = std::ranges::any_of(pending, [](auto& kv) { return kv.second.request_id; });
     teardown();
     pool_.onConnectionDown(*this, why, was_up, lost_queries);
@@ -268,6 +259,38 @@ class Pool::Connection final : public net::EventLoop::Handler {
     uint16_t qclass;
     Clock::time_point sent;
   };
+
+  // The stall check runs two attempt timeouts after stall_mark_ (the newest timed-out query's
+  // write); a later timeout has moved the mark when it finds bytes received in between.
+  void armStallCheck() {
+    if (stall_timer_ || stall_mark_ == Clock::time_point{}) return;
+    const auto window = 2 * pool_.settings_.attempt_timeout;
+    auto wait = std::max<Clock::duration>(stall_mark_ + window - pool_.loop_.now(),
+                                          Clock::duration::zero());
+    stall_timer_ =
+        pool_.loop_.after(std::chrono::duration_cast<milliseconds>(wait) + milliseconds(1), [this] {
+          stall_timer_ = 0;
+          checkStall();
+        });
+  }
+
+  void checkStall() {
+    if (state_ != State::Ready) return;
+    // Strictly later: the handshake's last read and the first write share the loop's time.
+    if (last_rx_ > stall_mark_) {
+      stall_mark_ = {};  // it answered after the newest suspect went out
+      return;
+    }
+    if (pool_.loop_.now() - stall_mark_ < 2 * pool_.settings_.attempt_timeout) {
+      armStallCheck();
+      return;
+    }
+    pool_.counters_.upstream_stalls.inc();
+    pool_.perUpstream(upstream_).stalls.inc();
+    failure_ = fmt::format("no answer for {} ms, abandoning the connection",
+                           2 * pool_.settings_.attempt_timeout.count());
+    fail(Errc::Timeout);
+  }
 
   void cancelTimers() {
     pool_.loop_.cancel(connect_timer_);
@@ -322,13 +345,14 @@ class Pool::Connection final : public net::EventLoop::Handler {
                 std::min<Clock::duration>(idle_for, pool_.settings_.idle_timeout);
     idle_timer_ = pool_.loop_.after(wait, [this] {
       idle_timer_ = 0;
-      if (pending_.empty() && pool_.loop_.now() - last_used_ >= pool_.settings_.idle_timeout) {
+      // Orphans alone do not keep a connection open: their answers may never come.
+      if (live_ == 0 && pool_.loop_.now() - last_used_ >= pool_.settings_.idle_timeout) {
         pool_.counters_.upstream_idle_closes.inc();
         pool_.perUpstream(upstream_).idle_closes.inc();
         closeQuietly();
         return;
       }
-      if (pending_.empty()) {
+      if (live_ == 0) {
         armIdle();
       } else {
         last_used_ = pool_.loop_.now();  // busy: look again a whole timeout later
@@ -377,20 +401,25 @@ class Pool::Connection final : public net::EventLoop::Handler {
 
   void onMessage(PacketBuffer msg) {
     auto info = dns::parseResponse(msg);
-    // A frame longer than the message it holds: the upstream's length prefix is wrong and the
-    // stream is out of step (the next answers were swallowed, the next prefix is read from the
-    // middle of a message). Nothing more read from it can be trusted: every query on it moves on.
-    if (info && info->end != msg.size()) {
+    // A frame that is not exactly one whole message: the upstream's length prefix may be wrong
+    // and the stream out of step. Longer than its message, the frame swallowed the start of the
+    // next answers; shorter, the message's tail is read as the next length prefix. Neither can
+    // be told from a garbled message, and nothing more read from the stream can be trusted:
+    // every query on it moves on (RFC 7858 section 3.3 frames every message).
+    if (!info || info->end != msg.size()) {
       pool_.counters_.upstream_malformed.inc();
-      failure_ = fmt::format("a {}-byte frame holds a {}-byte message: framing out of step",
-                             msg.size(), info->end);
+      pool_.perUpstream(upstream_).malformed.inc();
+      failure_ = info ? fmt::format("a {}-byte frame holds a {}-byte message: framing out of step",
+                                    msg.size(), info->end)
+                      : fmt::format("a {}-byte frame is not a DNS message: framing out of step",
+                                    msg.size());
       fail(Errc::FormErr);
       return;
     }
-    auto it = msg.size() >= 2 ? pending_.find(loadU16(msg.data())) : pending_.end();
+    auto it = pending_.find(loadU16(msg.data()));
     if (it == pending_.end()) {
-      (info ? pool_.counters_.upstream_mismatch : pool_.counters_.upstream_malformed).inc();
-      (info ? pool_.perUpstream(upstream_).mismatch : pool_.perUpstream(upstream_).malformed).inc();
+      pool_.counters_.upstream_mismatch.inc();
+      pool_.perUpstream(upstream_).mismatch.inc();
       return;
     }
     uint16_t qid = it->first;
@@ -401,13 +430,7 @@ class Pool::Connection final : public net::EventLoop::Handler {
       pool_.counters_.upstream_late.inc();
       return;
     }
-    if (!info) {
-      // Our ID on a message that does not parse: that attempt failed, retry it now.
-      pool_.counters_.upstream_malformed.inc();
-      pool_.perUpstream(upstream_).malformed.inc();
-      pool_.onAttemptFailed(p.request_id, id_, qid, Errc::FormErr);
-      return;
-    }
+    --live_;
     if (!dns::answerMatches(*info, qid, p.qname, p.qtype, p.qclass)) {
       pool_.counters_.upstream_mismatch.inc();
       pool_.perUpstream(upstream_).mismatch.inc();
@@ -428,8 +451,17 @@ class Pool::Connection final : public net::EventLoop::Handler {
     pool_.onAnswer(*this, p.request_id, Answer{std::move(msg), std::move(*info)});
   }
 
+  // Queries are stamped `sent` when they are first handed to TLS, not when queued: those queued
+  // during the handshake would otherwise look older than they are, and their latency too long.
   void flush() {
     write_wants_read_ = false;
+    if (!unwritten_.empty()) {
+      const auto now = pool_.loop_.now();
+      for (uint16_t qid : unwritten_) {
+        if (auto it = pending_.find(qid); it != pending_.end()) it->second.sent = now;
+      }
+      unwritten_.clear();
+    }
     while (out_off_ < out_.size()) {
       auto n = stream_->write(WireView(out_).subspan(out_off_));
       if (!n) {
@@ -462,7 +494,13 @@ class Pool::Connection final : public net::EventLoop::Handler {
   tls::DotFramer framer_;
   PacketBuffer out_;
   size_t out_off_ = 0;
+  // pending_ (live and orphans) never exceeds the ID space.
+  static constexpr size_t kMaxIds = 65536;
   std::unordered_map<uint16_t, Pending> pending_;
+  size_t live_ = 0;                  // entries of pending_ with a request
+  std::vector<uint16_t> unwritten_;  // queued in out_, not yet handed to TLS (stamped in flush)
+  Clock::time_point stall_mark_{};   // newest timed-out query's write; {} = no suspicion
+  bool suspect_when_ready_ = false;  // a query timed out during the handshake
   Clock::time_point started_{};
   Clock::time_point ready_at_{};
   Clock::time_point last_rx_{};
@@ -564,14 +602,12 @@ Pool::Connection* Pool::open(size_t upstream) {
   uint64_t id = next_connection_++;
   auto c = std::make_unique<Connection>(*this, id, upstream);
   if (!c->start()) {
-    if (log::enabled(log::Level::Warn)) {
-      log::event(log::Level::Warn, "upstream_connect_error",
-                 fmt::format("upstream {}: {}", upstreams_[upstream].label(), c->failure()),
-                 {log::field("upstream", upstreams_[upstream].label()),
-                  log::field("error", c->failure())});
-    }
+    // socket() or connect() failed at once (ENETUNREACH, EMFILE, EADDRNOTAVAIL, EPERM, EINVAL):
+    // the same failed connection attempt as one refused later, so the same backoff; the caller
+    // moves the query to another upstream at once.
     counters_.upstream_connect_failures.inc();
     perUpstream(upstream).connect_failures.inc();
+    backOff(upstream, ++health_[upstream].failures, Errc::IoError, c->failure());
     return nullptr;
   }
   Connection* raw = c.get();
@@ -587,7 +623,15 @@ void Pool::attempt(uint64_t request_id) {
     if (r.outstanding.empty()) finish(request_id, std::unexpected(r.last_error));
     return;
   }
-  int up = pickUpstream(r);
+  int up = -1;
+  Connection* c = nullptr;
+  // An upstream whose connection failed at once is backing off now: the next one, at once.
+  for (size_t tries = 0; tries <= upstreams_.size() && !c; ++tries) {
+    up = pickUpstream(r);
+    if (up < 0) break;
+    c = pickConnection(static_cast<size_t>(up), r);
+    if (!c && health_[static_cast<size_t>(up)].down_until <= loop_.now()) break;
+  }
   if (up < 0) {
     if (r.outstanding.empty()) {
       counters_.upstream_no_upstream.inc();
@@ -595,8 +639,8 @@ void Pool::attempt(uint64_t request_id) {
     }
     return;
   }
-  Connection* c = pickConnection(static_cast<size_t>(up), r);
-  if (!c) {
+  std::optional<uint16_t> sent = c ? c->send(request_id, r.q) : std::nullopt;
+  if (!sent) {
     // Every connection to a healthy upstream is full: wait for a free slot (bounded queue).
     if (!r.queued && waiting_.size() < kMaxWaiting) {
       r.queued = true;
@@ -611,7 +655,7 @@ void Pool::attempt(uint64_t request_id) {
   counters_.upstream_queries.inc();
   perUpstream(static_cast<size_t>(up)).queries.inc();
   uint64_t conn_id = c->id();
-  uint16_t qid = c->send(request_id, r.q);
+  uint16_t qid = *sent;
   r.outstanding.push_back({conn_id, qid});
   r.tried.push_back(conn_id);
   loop_.cancel(r.attempt_timer);
@@ -629,7 +673,7 @@ void Pool::onAttemptTimeout(uint64_t request_id, uint64_t conn_id, uint16_t qid)
   if (r.last_upstream >= 0) perUpstream(static_cast<size_t>(r.last_upstream)).timeouts.inc();
   if (auto c = connections_.find(conn_id); c != connections_.end()) {
     auto sent = c->second->sentAt(qid);
-    if (sent && c->second->state() == Connection::State::Ready) c->second->suspectStall(*sent);
+    if (sent) c->second->suspectStall(*sent);
   }
   // The first attempt stays outstanding and may still answer; race a second one elsewhere. The
   // first valid answer wins.
@@ -764,16 +808,22 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
   } else {
     strikes = ++h.failures;
   }
+  backOff(c.upstream(), strikes, why, c.failure());
+}
+
+void Pool::backOff(size_t upstream, unsigned strikes, Errc why, const std::string& failure) {
+  const Upstream& up = upstreams_[upstream];
+  Health& h = health_[upstream];
   if (h.usable) {
     h.usable = false;
     counters_.upstreams_usable.add(-1);
-    perUpstream(c.upstream()).usable.add(-1);
+    perUpstream(upstream).usable.add(-1);
   }
   auto backoff = settings_.backoff_initial * (1u << std::min(strikes - 1, 16u));
   if (backoff > settings_.backoff_max) backoff = settings_.backoff_max;
   h.down_until = loop_.now() + backoff;
   if (log::enabled(log::Level::Warn)) {
-    std::string error = c.failure().empty() ? std::string(errcName(why)) : c.failure();
+    std::string error = failure.empty() ? std::string(errcName(why)) : failure;
     auto ms = std::chrono::duration_cast<milliseconds>(backoff).count();
     log::event(log::Level::Warn, "upstream_backoff",
                fmt::format("upstream {}: {} ({}); backing off {} ms", up.label(), error,

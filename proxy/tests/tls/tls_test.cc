@@ -351,6 +351,64 @@ TEST_F(TlsTest, IpLiteralNameIsVerifiedAgainstIpSan) {
   EXPECT_NE(conn.client.failure().find("127.0.0.2"), std::string::npos) << conn.client.failure();
 }
 
+// Regression (hardening B11): a TLS 1.2 upstream could renegotiate; nothing a DoT client needs.
+TEST(TlsContext, ClientRefusesRenegotiation) {
+  for (bool insecure : {false, true}) {
+    ClientContext ctx({.insecure = insecure});
+    EXPECT_NE(SSL_CTX_get_options(ctx.get()) & SSL_OP_NO_RENEGOTIATION, 0u) << insecure;
+  }
+}
+
+// The same, on the wire: a TLS 1.2 server (raw OpenSSL, so that it can ask) requests a
+// renegotiation; the client declines, and the server's renegotiation never completes.
+TEST_F(TlsTest, ServerRequestedRenegotiationIsDeclined) {
+  ASSERT_EQ(SSL_CTX_set_max_proto_version(server_.get(), TLS1_2_VERSION), 1);
+  SocketPair fds = nonBlockingPair();
+  auto c = Stream::client(client_, fds.client.get(), {.server_name = "dotmock.test"});
+  ASSERT_TRUE(c);
+  std::unique_ptr<SSL, void (*)(SSL*)> s(SSL_new(server_.get()), SSL_free);
+  ASSERT_TRUE(s);
+  SSL_set_fd(s.get(), fds.server.get());
+  SSL_set_accept_state(s.get());
+  const auto deadline = Clock::now() + kDeadline;
+  bool server_done = false;
+  bool client_done = false;
+  while (!(server_done && client_done) && Clock::now() < deadline) {
+    if (!client_done) {
+      auto r = c->handshake();
+      ASSERT_TRUE(r || isWant(r.error())) << c->failure();
+      client_done = r.has_value();
+    }
+    if (!server_done) {
+      int rc = SSL_do_handshake(s.get());
+      server_done = rc == 1;
+      ASSERT_TRUE(rc == 1 || SSL_get_error(s.get(), rc) == SSL_ERROR_WANT_READ ||
+                  SSL_get_error(s.get(), rc) == SSL_ERROR_WANT_WRITE);
+    }
+  }
+  ASSERT_TRUE(server_done && client_done);
+  EXPECT_EQ(c->version(), "TLSv1.2");
+  ASSERT_EQ(SSL_renegotiate(s.get()), 1);
+  (void)SSL_do_handshake(s.get());  // sends the HelloRequest
+  // Both sides keep reading for a while: the client answers the request (declining it or,
+  // without SSL_OP_NO_RENEGOTIATION, renegotiating), the server processes the answer.
+  bool server_failed = false;
+  for (int i = 0; i < 50 && SSL_renegotiate_pending(s.get()) == 1 && !server_failed; ++i) {
+    std::byte b[64];
+    (void)c->read(b);
+    char sb[64];
+    int n = SSL_read(s.get(), sb, sizeof sb);
+    if (n <= 0) {
+      int e = SSL_get_error(s.get(), n);
+      server_failed = e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE;
+    }
+    pollfd p{fds.server.get(), POLLIN, 0};
+    (void)::poll(&p, 1, 10);
+  }
+  EXPECT_TRUE(server_failed || SSL_renegotiate_pending(s.get()) == 1) << "the client renegotiated";
+  EXPECT_EQ(SSL_num_renegotiations(s.get()), 1);  // requested once, never completed
+}
+
 TEST_F(TlsTest, EmptyNameWithVerificationAndNoPinIsRefused) {
   SocketPair fds = nonBlockingPair();
   auto c = Stream::client(client_, fds.client.get(), {});

@@ -95,6 +95,9 @@ class Pool {
   void finish(uint64_t request_id, Result<Answer> result);
   void onConnectionUp(Connection& c);
   void onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_queries);
+  // Takes the upstream out of rotation for backoff_initial * 2^(strikes-1) (capped), and logs it
+  // once: a failed connection attempt, or connections broken one after another.
+  void backOff(size_t upstream, unsigned strikes, Errc why, const std::string& failure);
   Connection* pickConnection(size_t upstream_index, const Request& r);
   Connection* open(size_t upstream_index);  // nullptr if the socket could not be created
   metrics::UpstreamCounters& perUpstream(size_t i) noexcept { return counters_.upstreams[i]; }
