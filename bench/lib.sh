@@ -17,6 +17,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'echo "bench: a command failed near line $LINENO of $0" >&2' ERR
 
 # The same socket buffers for every system: dotproxy asks for 4 MiB on its UDP sockets, the peers
 # take the kernel's defaults (and Knot Resolver has no option for it), so the run raises the

@@ -65,8 +65,12 @@ load() {
     [[ " $* " == *" -Q "* ]] && break
     (($(wc -l <"$results") == lines)) && break
     [[ $(awk 'END { print $9 }' "$results") == 0 ]] && break
-    ((attempt == 1)) && { echo "bench: $name lost queries in $w, running it again" >&2; sed -i '$d' "$results"; }
+    if ((attempt == 1)); then
+      echo "bench: $name lost queries in $w, running it again" >&2
+      sed -i '$d' "$results"
+    fi
   done
+  return 0
 }
 
 load_once() {
@@ -102,8 +106,12 @@ perf() {
   for attempt in 1 2; do
     perf_once "$@"
     [[ $(awk 'END { print $9 }' "$results") == 0 ]] && break
-    ((attempt == 1)) && { echo "bench: $2 lost queries in $1 (dnsperf), running it again" >&2; sed -i '$d' "$results"; }
+    if ((attempt == 1)); then
+      echo "bench: $2 lost queries in $1 (dnsperf), running it again" >&2
+      sed -i '$d' "$results"
+    fi
   done
+  return 0
 }
 
 perf_once() {
