@@ -175,8 +175,9 @@ def draw(path, med, rows):
         xs, ys = [], []
         for j, w in enumerate(works):
             m = med.get((w, "dotload", p))
+            here = [x for x in proxies if med.get((w, "dotload", x))]  # no gap for an absent bar
             if m and m["cpu"]:
-                xs.append(j + (i - (len(proxies) - 1) / 2) * width)
+                xs.append(j + (here.index(p) - (len(here) - 1) / 2) * 0.8 / len(here))
                 ys.append(1e6 / m["cpu"])
         a.bar(xs, ys, width, label=p, color=colours.get(p))
     a.set_xticks(range(len(works)), [f"{w}\n{WORKLOADS[w]}" for w in works], fontsize=8)
