@@ -189,6 +189,16 @@ Result<Fd> tcpAccept(int listen_fd, SocketAddress* peer) noexcept {
   return Fd(fd);
 }
 
+void quickAck(int fd) noexcept {
+  // An upstream that writes each answer by itself without TCP_NODELAY (Unbound's DoT server) holds
+  // its next answers back under Nagle's algorithm until its last small segment is acknowledged. A
+  // socket in Linux's delayed-ACK ("pingpong") mode, which ours enters because it sends queries
+  // right after reading answers, waits up to 40 ms (TCP_ATO_MIN) for data to piggyback that ACK on;
+  // when no query is ready the connection stalls that long. TCP_QUICKACK sends any pending ACK now
+  // and leaves pingpong mode; Linux drops back into it by itself, hence one call per read.
+  setInt(fd, IPPROTO_TCP, TCP_QUICKACK, 1);
+}
+
 int socketError(int fd) noexcept {
   int err = 0;
   socklen_t len = sizeof err;

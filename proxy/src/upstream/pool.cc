@@ -371,10 +371,13 @@ class Pool::Connection final : public net::EventLoop::Handler {
   void readAll() {
     std::byte buf[16384];
     read_wants_write_ = false;
-    for (;;) {
+    for (bool got = false;; got = true) {
       auto n = stream_->read(buf);
       if (!n) {
-        if (n.error() == Errc::WantRead) break;
+        if (n.error() == Errc::WantRead) {
+          if (got) net::quickAck(fd_.get());  // see net/socket.cc: Nagle upstreams, 40 ms stalls
+          break;
+        }
         if (n.error() == Errc::WantWrite) {
           read_wants_write_ = true;
           break;

@@ -73,6 +73,10 @@ Result<Fd> tcpListener(const SocketAddress& bind_to, bool reuse_port, int backlo
 Result<Fd> tcpConnect(const SocketAddress& to, int* err_no = nullptr);
 // Accepts one connection, non-blocking with TCP_NODELAY; WantRead when none is pending.
 Result<Fd> tcpAccept(int listen_fd, SocketAddress* peer) noexcept;
+// Acknowledges what a TCP socket has received now instead of after the delayed-ACK timer, and
+// keeps acknowledging at once until the kernel switches back to delayed ACKs on its own (it does
+// when we send soon after receiving), so call it again after every read that got data.
+void quickAck(int fd) noexcept;
 // The pending error of a connecting socket (SO_ERROR), 0 if connected.
 int socketError(int fd) noexcept;
 SocketAddress localAddress(int fd) noexcept;
