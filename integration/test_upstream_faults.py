@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-dotproxy = pytest.importorskip("dotproxy")  # absent only where conftest allows it (tsan)
+from conftest import wait_for, require_module
 
-from conftest import wait_for
+dotproxy = require_module()  # absent only where conftest allows it (tsan)
 
 QUERY_TIMEOUT = 1.5  # seconds; SERVFAIL after this
-SLACK = 0.7  # scheduling on a loaded 2-core machine (and the sanitizer build)
+SLACK = 2.5  # scheduling on a loaded 2-core machine (and the sanitizer build)
 CONFIG = """
 [upstream]
 query_timeout_ms = 1500
