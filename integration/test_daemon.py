@@ -4,9 +4,11 @@ SIGTERM/SIGINT with in-flight queries answered, configuration checks with file:l
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import dns.message
@@ -192,17 +194,22 @@ def test_port_in_use_exits_1_naming_listen():
 
 def test_privileged_port_as_unprivileged_user():
     require(os.geteuid() == 0, "needs root to drop to an unprivileged user with setpriv")
-    require_tool("setpriv", "util-linux")
-    # The binary must be reachable by uid 65534: check before blaming dotproxy.
-    check = subprocess.run(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            DOTPROXY_BIN, "--version"], capture_output=True, text=True,
-                           timeout=RUN_TIMEOUT)
-    require(check.returncode == 0, f"uid 65534 cannot run {DOTPROXY_BIN}: {check.stderr.strip()}")
-    r = subprocess.run(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        "--inh-caps=-all", "--bounding-set=-all",
-                        DOTPROXY_BIN, "--listen", "127.0.0.1:53", "--workers", "1",
-                        "--upstream", "127.0.0.1:853#dotmock.test"],
-                       capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    setpriv = require_tool("setpriv", "util-linux")
+    # A copy of the binary in a directory uid 65534 can enter: the build tree may not be (a clone
+    # under /root), and that must neither fail nor skip this test.
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        os.chmod(d, 0o755)
+        binary = os.path.join(d, "dotproxy")
+        shutil.copy(DOTPROXY_BIN, binary)
+        os.chmod(binary, 0o755)
+        drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        check = subprocess.run([*drop, binary, "--version"], capture_output=True, text=True,
+                               timeout=RUN_TIMEOUT)
+        assert check.returncode == 0, f"uid 65534 cannot run {binary}: {check.stderr.strip()}"
+        r = subprocess.run([*drop, "--inh-caps=-all", "--bounding-set=-all",
+                            binary, "--listen", "127.0.0.1:53", "--workers", "1",
+                            "--upstream", "127.0.0.1:853#dotmock.test"],
+                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert r.returncode != 0, r.stdout
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "--listen" in r.stderr, r.stderr
