@@ -11,7 +11,7 @@ installed every tool and a skip would hide a test that never ran.
 
 Hangs: ctest runs pytest with --timeout (pytest-timeout, method signal), so a hung test fails alone;
 its fixtures' teardown still stops its processes, and every child also gets PR_SET_PDEATHSIG
-(SIGKILL) and is killed at session end if still alive, so no daemon outlives a killed test run.
+(SIGKILL, through setpriv) and is killed at session end if still alive, so no daemon outlives a killed test run.
 
 Binaries: $DOTPROXY_BIN, $DOTMOCK_BIN and $DOTQ_BIN (set by integration/CMakeLists.txt for
 ctest), else the debug build under build/debug of this repository. The `dotproxy` Python module
@@ -24,7 +24,6 @@ starts, so that the sanitized daemon and mock run with their own runtime and lea
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import selectors
@@ -196,15 +195,12 @@ def split_hostport(text: str) -> tuple[str, int]:
 # processes
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
 _ALL_PROCESSES: list["Process"] = []  # every child started, for the session-end sweep
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the test process dies (pytest killed, or a timeout
-    method that exits at once), so that no daemon outlives the run."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+# setpriv (util-linux, essential in Debian) execs the child in place (same pid) with
+# PR_SET_PDEATHSIG = SIGKILL: it dies with the test process (pytest killed by ctest's timeout, or
+# a timeout method that exits at once). Not a preexec_fn: that is unsafe with the tests' threads.
+_SETPRIV = shutil.which("setpriv") or (os.path.exists("/usr/bin/setpriv") and "/usr/bin/setpriv")
+_DIE_WITH_PARENT = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -225,8 +221,8 @@ class Process:
         self.stderr_path = workdir / f"{name}.{os.getpid()}.{id(self)}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.popen = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
-            preexec_fn=_die_with_parent,
+            _DIE_WITH_PARENT + self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self._stderr,
         )
         _ALL_PROCESSES.append(self)
         os.set_blocking(self.popen.stdout.fileno(), False)
