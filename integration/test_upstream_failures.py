@@ -195,7 +195,11 @@ def test_stalled_connection_is_abandoned(mock, proxy, tmp_path):
     m = mock("--faults", str(faults))
     p = proxy(m, "--query-timeout", "4000",
               config="[upstream]\nattempt_timeout_ms = 500\nconnections_per_upstream = 1\n")
-    wait_for(lambda: m.stats()["connections"] >= 1, 5, what="the connection dotproxy opens at start")
+    # The handshake of that connection complete on both sides before the query: the server's
+    # post-handshake bytes (TLS 1.3 session tickets) arriving after the query went out would count
+    # as "not silent" and delay the stall verdict by a query (pool.cc suspectStall).
+    wait_for(lambda: m.stats()["handshakes"] >= 1 and p.stats()["upstream_handshakes"] >= 1, 5,
+             what="the connection dotproxy opens at start")
     r, _ = timed_query(p, "silent.test.", timeout=10)
     assert r.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(r.rcode())  # the retry, on connection 2
     # Still silent one more attempt timeout later: stalled, abandoned (pool.cc suspectStall).
