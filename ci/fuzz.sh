@@ -11,8 +11,9 @@ shift || true
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(message query framer cache response config dotq_render edns)
 
-cmake --preset asan-ubsan >/dev/null
-cmake --build --preset asan-ubsan --target "${targets[@]/#/fuzz_}"
+timeout --kill-after=30 "${CONFIGURE_TIMEOUT:-600}" cmake --preset asan-ubsan >/dev/null
+timeout --kill-after=30 "${BUILD_TIMEOUT:-2700}" cmake --build --preset asan-ubsan \
+  --target "${targets[@]/#/fuzz_}"
 
 work=build/fuzz-work
 artifacts=build/fuzz-artifacts
@@ -28,7 +29,10 @@ for t in "${targets[@]}"; do
   echo "=== fuzz $t for ${seconds}s ==="
   # One process, one thread (no -jobs/-workers: the machine is shared). -timeout: an input that
   # takes 10 s is a hang.
-  if ! build/asan-ubsan/fuzz/fuzz_"$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+  # timeout(1): -max_total_time is checked between inputs, so a stuck process (or a slow final
+  # report) is ended from outside too, 120 s past its time.
+  if ! timeout --kill-after=30 $((seconds + 120)) \
+      build/asan-ubsan/fuzz/fuzz_"$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -max_len=4096 -print_final_stats=1 \
       -artifact_prefix="$artifacts/$t/" "$work/$t" >"$work/$t.log" 2>&1; then
     tail -n 60 "$work/$t.log"

@@ -4,6 +4,15 @@ Every process is started with port 0 (or a port the test bound first), announces
 JSON ready line on stdout, and is read with a deadline (select on the pipe, never a fixed sleep).
 Teardown sends SIGTERM and requires exit code 0; SIGKILL is the last resort and fails the test.
 
+Skips: a test that needs something this machine may lack (a peer tool such as kdig, chromium, an
+IPv6 loopback, root) calls require()/require_tool(); that skips with the reason locally (ctest runs
+pytest with -rs, so every reason is printed) and FAILS under CI (CI=true), where ci/deps.sh has
+installed every tool and a skip would hide a test that never ran.
+
+Hangs: ctest runs pytest with --timeout (pytest-timeout, method signal), so a hung test fails alone;
+its fixtures' teardown still stops its processes, and every child also gets PR_SET_PDEATHSIG
+(SIGKILL, through setpriv) and is killed at session end if still alive, so no daemon outlives a killed test run.
+
 Binaries: $DOTPROXY_BIN, $DOTMOCK_BIN and $DOTQ_BIN (set by integration/CMakeLists.txt for
 ctest), else the debug build under build/debug of this repository. The `dotproxy` Python module
 comes from $PYTHONPATH (ctest sets build/<preset>/python), else build/debug/python.
@@ -18,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -54,7 +64,7 @@ except ImportError:
     if os.environ.get("DOTPROXY_PYTHON_MODULE") != "absent":
         raise
     dotproxy = None
-    sys.modules["dotproxy"] = None  # the module's suites' importorskip("dotproxy") then skips
+    sys.modules["dotproxy"] = None  # the module's suites then skip through require_module()
 
 DOTPROXY_BIN = os.environ.get("DOTPROXY_BIN") or str(REPO / "build/debug/proxy/dotproxy")
 DOTMOCK_BIN = os.environ.get("DOTMOCK_BIN") or str(REPO / "build/debug/tools/dotmock/dotmock")
@@ -69,6 +79,48 @@ def pytest_configure(config):
     # The tsan test preset runs `pytest -m multiworker`: the tests that start dotproxy with more
     # than one worker thread.
     config.addinivalue_line("markers", "multiworker: starts dotproxy with more than one worker")
+
+
+# --------------------------------------------------------------------------------------------
+# requirements: skip locally with the reason, fail under CI
+
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition, reason: str) -> None:
+    """Skips the calling test with `reason` when `condition` is false, except under CI (CI=true),
+    where the machine is set up by ci/deps.sh and a missing requirement is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and a requirement is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def which(tool: str) -> str | None:
+    """The path of `tool` on PATH or in /usr/bin, /usr/sbin (not always on root's PATH)."""
+    return shutil.which(tool) or next(
+        (p for p in (f"/usr/bin/{tool}", f"/usr/sbin/{tool}") if shutil.which(p)), None)
+
+
+def require_tool(tool: str, package: str | None = None) -> str:
+    """The path of `tool`; when it is missing, require() (a skip locally, a failure under CI)."""
+    path = which(tool)
+    require(path is not None,
+            f"{tool}{f' ({package})' if package else ''} is not installed (ci/deps.sh test installs it)")
+    return path
+
+
+def require_module():
+    """The dotproxy Python module, for the suites that drive it. Only the tsan preset builds none
+    (DOTPROXY_PYTHON_MODULE=absent, and it selects only -m multiworker tests): there the whole
+    suite is skipped with that reason, also under CI; anywhere else a missing module already
+    failed the import above."""
+    if dotproxy is None:
+        pytest.skip("no dotproxy Python module in this preset (DOTPROXY_PYTHON_MODULE=absent)",
+                    allow_module_level=True)
+    return dotproxy
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +195,22 @@ def split_hostport(text: str) -> tuple[str, int]:
 # processes
 
 
+_ALL_PROCESSES: list["Process"] = []  # every child started, for the session-end sweep
+# setpriv (util-linux, essential in Debian) execs the child in place (same pid) with
+# PR_SET_PDEATHSIG = SIGKILL: it dies with the test process (pytest killed by ctest's timeout, or
+# a timeout method that exits at once). Not a preexec_fn: that is unsafe with the tests' threads.
+_SETPRIV = shutil.which("setpriv") or (os.path.exists("/usr/bin/setpriv") and "/usr/bin/setpriv")
+_DIE_WITH_PARENT = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Whatever a test left running (its teardown was cut short) is killed here."""
+    for p in _ALL_PROCESSES:
+        if p.popen.poll() is None:
+            p.popen.kill()
+            p.popen.wait(timeout=STOP_TIMEOUT)
+
+
 class Process:
     """A child process with its stdout on a pipe (read line by line with deadlines) and its
     stderr in a temporary file (read by tests, shown on failure)."""
@@ -153,8 +221,10 @@ class Process:
         self.stderr_path = workdir / f"{name}.{os.getpid()}.{id(self)}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.popen = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            _DIE_WITH_PARENT + self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self._stderr,
         )
+        _ALL_PROCESSES.append(self)
         os.set_blocking(self.popen.stdout.fileno(), False)
         self._buffer = b""
         self._lines: list[str] = []
@@ -269,7 +339,13 @@ class ProcessRegistry:
         problems = []
         for p in reversed(self.processes):
             already = p.returncode is not None
-            rc = p.stop()
+            try:
+                rc = p.stop()
+            except Exception as e:  # noqa: BLE001  (the others must still be stopped)
+                if p.popen.poll() is None:
+                    p.popen.kill()
+                problems.append(f"{p.name} (pid {p.pid}): stopping it raised {e!r}")
+                continue
             if rc != 0 and not getattr(p, "expect_failure", False):
                 how = "was SIGKILLed after SIGTERM timed out" if rc == -9 else f"exited {rc}"
                 problems.append(

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-dotproxy = pytest.importorskip("dotproxy")  # absent only where conftest allows it (tsan)
+from conftest import IO_TIMEOUT, frame, recv_frame, tcp_connect, udp_exchange, wait_for, require_module
 
-from conftest import IO_TIMEOUT, frame, recv_frame, tcp_connect, udp_exchange, wait_for
+dotproxy = require_module()  # absent only where conftest allows it (tsan)
 
 ID = 0x4242
 QUESTION = b"\x01q\x04test\x00\x00\x01\x00\x01"  # q.test. A IN

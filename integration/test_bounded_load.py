@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-dotproxy = pytest.importorskip("dotproxy")  # absent only where conftest allows it (tsan)
+from conftest import IO_TIMEOUT, wait_for, require_module
 
-from conftest import IO_TIMEOUT, wait_for
+dotproxy = require_module()  # absent only where conftest allows it (tsan)
 
 CONNECTIONS = 60
 QUERIES_PER_CONNECTION = 40  # 2400 queries per burst

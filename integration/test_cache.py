@@ -118,13 +118,15 @@ def test_stale_answer_while_upstream_is_down_then_fresh_again(mock, proxy, cert_
 
 
 def test_popular_entry_is_prefetched_before_it_expires(mock, proxy):
-    m = mock("--ttl", "3")
-    p = proxy(m)
+    m = mock("--ttl", "4")
+    # A 2 s prefetch window (the last 50% of a 4 s life): wide enough that hits 50 ms apart on a
+    # loaded machine cannot jump over it, as they could over the default 10% (0.4 s).
+    p = proxy(m, config="[cache]\nprefetch_percent = 50\n")
     t0 = time.monotonic()
     p.udp(make_query("hot.test."))
-    # Popular: hit every 50 ms. In the last 10% of its 3 s life a hit triggers a refresh, which
+    # Popular: hit every 50 ms. In the last half of its life a hit triggers a refresh, which
     # reaches dotmock while the entry still answers (no client ever misses).
-    deadline = t0 + 6
+    deadline = t0 + 8
     while mock_queries(m) < 2 and time.monotonic() < deadline:
         assert p.udp(make_query("hot.test.")).rcode() == dns.rcode.NOERROR
         time.sleep(0.05)

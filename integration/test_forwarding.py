@@ -11,7 +11,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from conftest import assert_same_answer, make_query
+from conftest import assert_same_answer, make_query, require
 
 CASES = [
     ("a.test.", "A", dns.rcode.NOERROR),
@@ -71,8 +71,10 @@ def test_ipv6_listener(mock, proxy):
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
             s.bind(("::1", 0))
+        no_v6 = None
     except OSError as e:
-        pytest.skip(f"no IPv6 loopback here: {e}")
+        no_v6 = e
+    require(no_v6 is None, f"no IPv6 loopback here: {no_v6}")
     m = mock()
     p = proxy(m, listen=["[::1]:0", "127.0.0.1:0"])
     assert p.listen[0][0] == "::1", p.ready
@@ -104,10 +106,11 @@ def test_thousand_sequential_queries_reuse_one_padded_connection(mock, proxy):
     # One TLS connection for all 1000 queries, every query padded to 128-byte blocks (RFC 8467).
     assert after["connections"] == 1, after
     assert after["dot_queries"] - before["dot_queries"] == 1000, after
-    assert after["padded_queries"] - before["padded_queries"] >= 1000, after
+    # dotmock counts a query as padded from the bytes it received: an EDNS padding option and a
+    # length that is a multiple of 128 (dotproxy's own padded_queries only says it meant to pad).
+    assert after["padded_queries"] - before["padded_queries"] == 1000, after
     assert ps["upstream_connects"] == 1, ps
     assert ps["upstream_queries"] == 1000, ps
-    assert ps["padded_queries"] >= 1000, ps
 
 
 def test_identical_concurrent_queries_are_coalesced(mock, proxy):

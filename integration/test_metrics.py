@@ -48,8 +48,20 @@ def scrape(addr) -> dict:
     return samples
 
 
+# dotproxy_responses_total has a sample for a rare RCODE only once a reply carried it; NOERROR,
+# SERVFAIL and NXDOMAIN are always there.
+SPARSE_RCODES = ("dotproxy_responses_total", {"NOERROR", "SERVFAIL", "NXDOMAIN"})
+
+
 def value(samples, name, **labels):
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sample's value; a sample that is not exported fails (a metric that disappeared must not
+    read as 0 and pass every `== 0` check). Only a rare RCODE's sample, which dotproxy omits while
+    it is 0, reads as 0 when absent."""
+    key = (name, frozenset(labels.items()))
+    if key not in samples and name == SPARSE_RCODES[0] and labels.get("rcode") not in SPARSE_RCODES[1]:
+        return 0.0
+    assert key in samples, f"no sample {name}{labels or ''} in /metrics"
+    return samples[key]
 
 
 def metrics_addr(p):

@@ -11,9 +11,9 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-dotproxy = pytest.importorskip("dotproxy")  # absent only where conftest allows it (tsan)
+from conftest import IO_TIMEOUT, require_module
 
-from conftest import IO_TIMEOUT
+dotproxy = require_module()  # absent only where conftest allows it (tsan)
 
 
 def test_build_parse_round_trip():
@@ -171,9 +171,10 @@ def test_timeout_raises_timeout_error_at_the_deadline(mock_upstream):
     m = mock_upstream(faults="label lost drop")
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
-        dotproxy.query("127.0.0.1", "lost.test", port=m.udp[1], timeout=0.3)
+        dotproxy.query("127.0.0.1", "lost.test", port=m.udp[1], timeout=1.0)
     elapsed = time.monotonic() - t0
-    assert 0.3 <= elapsed < 2.0, elapsed
+    # Not before the deadline; after it only by scheduling (a loaded 2-core machine: 3 s slack).
+    assert 1.0 <= elapsed < 4.0, elapsed
 
 
 def test_refused_tcp_connect_is_a_query_error():

@@ -2,7 +2,6 @@
 upstream. Each test is skipped (with the reason) only when the peer's binary is missing."""
 
 import re
-import shutil
 import socket
 import subprocess
 
@@ -10,17 +9,13 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from conftest import free_port, make_query, wait_for
+from conftest import free_port, make_query, require_tool, wait_for
 
 PEER_TIMEOUT = 30  # seconds for one peer command
 
 
 def need(binary: str) -> str:
-    path = shutil.which(binary) or next(
-        (p for p in (f"/usr/bin/{binary}", f"/usr/sbin/{binary}") if shutil.which(p)), None)
-    if not path:
-        pytest.skip(f"{binary} is not installed")
-    return path
+    return require_tool(binary)
 
 
 def run(argv, timeout=PEER_TIMEOUT):
@@ -132,10 +127,8 @@ def test_unbound_as_dot_upstream(processes, proxy, cert_pair, tmp_path):
     port = free_port()
     conf = tmp_path / "unbound.conf"
     conf.write_text(UNBOUND_CONF.format(dir=tmp_path, port=port, key=key, cert=cert))
-    checkconf = shutil.which("unbound-checkconf") or "/usr/sbin/unbound-checkconf"
-    if shutil.which(checkconf):
-        r = run([checkconf, str(conf)])
-        assert r.returncode == 0, r.stdout + r.stderr
+    r = run([need("unbound-checkconf"), str(conf)])
+    assert r.returncode == 0, r.stdout + r.stderr
     u = processes.start([unbound, "-d", "-c", str(conf)], "unbound")
 
     def accepting():

@@ -4,7 +4,6 @@ queries per second, the cache hit ratio, latency percentiles and each upstream's
 
 import html.parser
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -13,9 +12,7 @@ import urllib.request
 import dns.rcode
 import pytest
 
-from conftest import free_port, make_query, split_hostport
-
-CHROMIUM = shutil.which("chromium")
+from conftest import free_port, make_query, require_tool, split_hostport, wait_for
 
 
 class Texts(html.parser.HTMLParser):
@@ -45,10 +42,10 @@ class Texts(html.parser.HTMLParser):
             self.rows[-1]["text"] += data
 
 
-def load_page(url: str) -> str:
+def load_page(chromium: str, url: str) -> str:
     """The DOM after the page's scripts ran for 8 s of (virtual) time: several polls."""
     out = subprocess.run(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--virtual-time-budget=8000", "--dump-dom", url],
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -56,8 +53,8 @@ def load_page(url: str) -> str:
 
 
 @pytest.mark.multiworker
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by ci/deps.sh test")
 def test_status_page_shows_live_state(mock, proxy):
+    chromium = require_tool("chromium")
     m = mock()
     dead = f"127.0.0.1:{free_port()}#dead.test"
     p = proxy(m, "--metrics", "127.0.0.1:0", upstreams=[m.upstream_spec(), dead], workers=2,
@@ -66,25 +63,36 @@ def test_status_page_shows_live_state(mock, proxy):
     status = json.load(urllib.request.urlopen(f"http://{host}:{port}/status.json", timeout=5))
     assert [u["name"] for u in status["upstreams"]] == [m.upstream_spec(), dead]
 
-    # Traffic while the page polls: a few names over and over (mostly cache hits), bounded.
+    # Traffic while the page polls: a few names over and over (mostly cache hits), bounded. A
+    # failure in the thread is kept and raised here (an assert in a thread would only be printed).
     stop = threading.Event()
     sent = [0]
+    errors: list[BaseException] = []
 
     def traffic():
         deadline = time.monotonic() + 50
-        while not stop.is_set() and time.monotonic() < deadline:
-            assert p.udp(make_query(f"page{sent[0] % 20}.test.")).rcode() == dns.rcode.NOERROR
-            sent[0] += 1
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                r = p.udp(make_query(f"page{sent[0] % 20}.test."))
+                assert r.rcode() == dns.rcode.NOERROR, r
+                sent[0] += 1
+        except BaseException as e:  # noqa: BLE001 (re-raised by the test below)
+            errors.append(e)
 
     t = threading.Thread(target=traffic, daemon=True)
     t.start()
     try:
-        while sent[0] < 50:  # the cache is warm and traffic flows before the page loads
-            time.sleep(0.01)
-        dom = load_page(f"http://{host}:{port}/")
+        # The cache is warm and traffic flows before the page loads.
+        wait_for(lambda: errors or sent[0] >= 50, 30, what="50 answered queries")
+        if errors:
+            raise errors[0]
+        dom = load_page(chromium, f"http://{host}:{port}/")
     finally:
         stop.set()
         t.join(timeout=10)
+    assert not t.is_alive(), "the traffic thread did not stop"
+    if errors:
+        raise errors[0]
     page = Texts()
     page.feed(dom)
     assert not page.external, page.external  # every asset is embedded

@@ -10,7 +10,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from conftest import frame, make_query, recv_frame, tcp_connect, wait_closed, wait_for
+from conftest import IO_TIMEOUT, frame, make_query, recv_frame, tcp_connect, wait_closed, wait_for
 
 IDLE_MS = 300
 IDLE_CONFIG = f"[server]\ntcp_idle_timeout_ms = {IDLE_MS}\n"
@@ -141,9 +141,9 @@ def test_idle_client_is_closed_after_timeout(mock, proxy):
     p = proxy(m, config=IDLE_CONFIG)
     before = p.stats()
     with tcp_connect(p.addr) as s:
-        elapsed = wait_closed(s, 5)
+        elapsed = wait_closed(s, 10)
     # Closed by the idle timer, not at once and not much later.
-    assert IDLE_MS / 1000 * 0.8 <= elapsed <= 3.0, elapsed
+    assert IDLE_MS / 1000 * 0.8 <= elapsed <= 5.0, elapsed
     wait_for(lambda: p.stats()["tcp_closed_idle"] - before["tcp_closed_idle"] >= 1, 3,
              what="tcp_closed_idle to move")
 
@@ -158,12 +158,16 @@ def test_idle_timer_restarts_after_an_answer(mock, proxy):
             (r,) = read_answers(s, 1)
             assert r.id == i + 1
             # Wait half the idle period, checking the connection is not closed meanwhile.
-            s.settimeout(max(0.0, IDLE_MS / 2000 - (time.monotonic() - t0)))
-            try:
-                data = s.recv(1)
-                pytest.fail(f"connection closed or spoke early: {data!r}")
-            except socket.timeout:
-                pass
+            # (A zero timeout would make the socket non-blocking: no wait is left then.)
+            left = IDLE_MS / 2000 - (time.monotonic() - t0)
+            if left > 0:
+                s.settimeout(left)
+                try:
+                    data = s.recv(1)
+                    pytest.fail(f"connection closed or spoke early: {data!r}")
+                except socket.timeout:
+                    pass
+            s.settimeout(5)
         wait_closed(s, 5)
 
 
@@ -174,8 +178,8 @@ def test_slow_client_with_half_a_message_is_closed(mock, proxy):
     wire = frame(make_query("slow.test.", "A").to_wire())
     with tcp_connect(p.addr) as s:
         s.sendall(wire[: len(wire) // 2])  # and never the rest
-        elapsed = wait_closed(s, 5)
-    assert elapsed <= 3.0, elapsed
+        elapsed = wait_closed(s, 10)
+    assert elapsed <= 5.0, elapsed
     after = p.stats()
     closed = (after["tcp_closed_idle"] - before["tcp_closed_idle"]) + (
         after["tcp_closed_error"] - before["tcp_closed_error"])
@@ -194,13 +198,15 @@ def test_client_with_only_a_length_byte_is_closed(mock, proxy):
 
 def test_zero_length_frame_does_not_kill_the_daemon(pair):
     m, p = pair
+    before = p.stats()
     with tcp_connect(p.addr) as s:
         s.sendall(struct.pack("!H", 0))
-        try:
-            s.settimeout(3)
-            s.recv(100)
-        except (socket.timeout, ConnectionResetError):
-            pass
+        # No message can be empty: the daemon closes this connection without a reply (an EOF,
+        # not a reset: nothing of ours was left unread), and counts it as a short drop.
+        s.settimeout(IO_TIMEOUT)
+        assert s.recv(100) == b"", "a zero-length frame must close the connection with no reply"
+    wait_for(lambda: p.stats()["dropped_short"] - before["dropped_short"] == 1, 5,
+             what="the zero-length frame counted in dropped_short")
     r = p.tcp(make_query("alive.test."))
     assert r.rcode() == dns.rcode.NOERROR
 

@@ -11,7 +11,7 @@ import dns.rcode
 from conftest import free_port, make_query, tcp_states, wait_for
 
 QUERY_TIMEOUT_MS = 1000
-SLACK = 0.5  # seconds on top of the query timeout: scheduling on a loaded 2-core machine
+SLACK = 2.5  # seconds on top of the query timeout: scheduling on a loaded 2-core machine
 FAST_BACKOFF = "[upstream]\nbackoff_initial_ms = 100\nbackoff_max_ms = 500\n"
 
 
@@ -183,20 +183,34 @@ def test_reconnect_after_own_idle_close_resumes_tls_session(mock, proxy):
     assert_resumed_second_connection(m, p)
 
 
-def test_stalled_connection_is_abandoned(mock, proxy):
-    """A query that times out on a connection whose other queries also stall: the next query
-    does not wait behind it (stall detection), it gets an answer or a SERVFAIL in time."""
-    m = mock()
-    p = proxy(m, "--query-timeout", str(QUERY_TIMEOUT_MS))
-    assert p.udp(make_query("warm.test.")).rcode() == dns.rcode.NOERROR
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(make_query("delay-5000.test.", qid=1).to_wire(), p.addr)
-        s.settimeout(QUERY_TIMEOUT_MS / 1000 + SLACK)
-        r = dns.message.from_wire(s.recvfrom(65535)[0])
-        assert r.id == 1 and r.rcode() == dns.rcode.SERVFAIL
-    r, elapsed = timed_query(p, "next.test.")
-    assert r.rcode() == dns.rcode.NOERROR
-    assert elapsed <= QUERY_TIMEOUT_MS / 1000 + SLACK
+def test_stalled_connection_is_abandoned(mock, proxy, tmp_path):
+    """A connection that has gone silent (dotmock drops every query on its first connection, the
+    one dotproxy opened at start): the query that times out on it is retried on a new connection
+    and answered, the silent one is abandoned and counted as a stall, and the next query goes to
+    the new connection. With one connection per upstream, a daemon that kept the silent
+    connection would retry on it and SERVFAIL (the old version of this test used one delayed
+    answer on a pipelined connection, which never stalls anything else)."""
+    faults = tmp_path / "faults"
+    faults.write_text("connection 1 drop\n")
+    m = mock("--faults", str(faults))
+    p = proxy(m, "--query-timeout", "4000",
+              config="[upstream]\nattempt_timeout_ms = 500\nconnections_per_upstream = 1\n")
+    # The handshake of that connection complete on both sides before the query: the server's
+    # post-handshake bytes (TLS 1.3 session tickets) arriving after the query went out would count
+    # as "not silent" and delay the stall verdict by a query (pool.cc suspectStall).
+    wait_for(lambda: m.stats()["handshakes"] >= 1 and p.stats()["upstream_handshakes"] >= 1, 5,
+             what="the connection dotproxy opens at start")
+    r, _ = timed_query(p, "silent.test.", timeout=10)
+    assert r.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(r.rcode())  # the retry, on connection 2
+    # Still silent one more attempt timeout later: stalled, abandoned (pool.cc suspectStall).
+    wait_for(lambda: p.stats()["upstream_stalls"] == 1, 5, what="the silent connection counted as a stall")
+    for i in range(5):  # none of these goes to the abandoned connection (each would time out there)
+        r, _ = timed_query(p, f"next{i}.test.")
+        assert r.rcode() == dns.rcode.NOERROR
+    s = p.stats()
+    assert s["upstream_timeouts"] == 1, str({k: v for k, v in s.items() if k.startswith("upstream")})
+    assert s["upstream_stalls"] == 1
+    assert m.stats()["connections"] == 2
 
 
 def test_upstream_that_keeps_stalling_is_avoided(mock, proxy, cert_pair):

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-dotproxy = pytest.importorskip("dotproxy")  # absent only where conftest allows it (tsan)
+from conftest import wait_for, require_module
 
-from conftest import wait_for
+dotproxy = require_module()  # absent only where conftest allows it (tsan)
 
 QUERY_TIMEOUT = 1.5  # seconds; SERVFAIL after this
-SLACK = 0.7  # scheduling on a loaded 2-core machine (and the sanitizer build)
+SLACK = 2.5  # scheduling on a loaded 2-core machine (and the sanitizer build)
 CONFIG = """
 [upstream]
 query_timeout_ms = 1500
@@ -238,19 +238,28 @@ def test_bad_certificate_only_upstream_gives_servfail_in_time(mock_upstream, dae
     assert m.counters()["queries"] == 0
 
 
-def test_stalled_handshake_only_upstream_servfail_in_time_then_recovers(mock_upstream, daemon):
-    """The only upstream's first connection stalls in its handshake: SERVFAIL within the timeout
-    (the upstream backs off), then the next connection is used."""
+def test_stalled_handshake_only_upstream_is_retried_on_a_new_connection(mock_upstream, daemon):
+    """The only upstream's first connection stalls in its handshake (one worker, one connection
+    per upstream, a connect timeout of 4 s, longer than the query's 1.5 s): the query waits on it
+    for one attempt timeout, is retried on a second connection and answered; the stalled one
+    later fails its connect timeout. (This test used to accept SERVFAIL or NOERROR: with a
+    400 ms connect timeout and two workers the query could miss the stall altogether.)"""
     m = mock_upstream(faults="connection 1 stall-handshake")
-    p = daemon(m, config=CONFIG)
+    p = daemon(m, workers=1, config=CONFIG.replace("connect_timeout_ms = 400", "connect_timeout_ms = 4000")
+               .replace("[upstream]", "[upstream]\nconnections_per_upstream = 1"))
     msg, t0, t1 = faulty_query(p)
-    assert msg.rcode_text in ("SERVFAIL", "NOERROR"), msg
-    assert t1 - t0 <= QUERY_TIMEOUT + SLACK, f"{msg.rcode_text} after {t1 - t0:.2f}s"
-    wait_for(lambda: p.query("again.test").message.rcode_text == "NOERROR", 10, interval=0.1,
-             what="an answer over the next connection")
-    assert p.stats()["upstream_connect_failures"] >= 1
+    check_answered(msg, t0, t1)
+    assert t1 - t0 >= 0.3, f"answered in {t1 - t0:.2f}s: did the query meet the stalled handshake?"
+    s = p.stats()
+    assert (s["upstream_timeouts"], s["upstream_retries"]) == (1, 1), s
     mc = m.counters()
-    assert mc["connections"] >= 2 and mc["handshakes"] >= 1, mc
+    assert mc["connections"] == 2 and mc["handshakes"] == 1 and mc["queries"] == 1, mc
+    wait_for(lambda: p.stats()["upstream_connect_failures"] >= 1, 10,
+             what="the stalled handshake to fail its connect timeout")
+    # Answers go on (after the upstream's backoff: test_coverage.py's
+    # test_connect_failure_does_not_idle_a_live_connection_to_the_same_upstream is about that).
+    wait_for(lambda: p.query("again.test").message.rcode_text == "NOERROR", 10, interval=0.1,
+             what="an answer over the second connection")
 
 
 def test_stalled_handshake_other_upstream_answers(mock_upstream, daemon):
@@ -267,22 +276,22 @@ def test_stalled_handshake_other_upstream_answers(mock_upstream, daemon):
 
 
 def test_upstream_goes_down_and_comes_back(mock_upstream, daemon):
-    m = mock_upstream(faults="label f down 800 once")
+    # Down for 4 s, longer than the query timeout (1.5 s): the query that brings it down cannot
+    # be answered by a reconnection, only SERVFAIL is right.
+    m = mock_upstream(faults="label f down 4000 once")
     p = daemon(m, config=CONFIG)
     warm = p.query("warm.test")
     assert warm.message.rcode_text == "NOERROR"
     connections = m.counters()["connections"]
     with Bystander(p, allow_servfail=True) as by:
         msg, t0, t1 = faulty_query(p)
-        # Down: SERVFAIL in time (or the answer, if it came back within the deadline).
-        assert msg.rcode_text in ("SERVFAIL", "NOERROR"), msg
-        assert t1 - t0 <= QUERY_TIMEOUT + SLACK, f"{msg.rcode_text} after {t1 - t0:.2f}s"
+        check_servfail_in_time(msg, t0, t1)
 
         def answered_again():
             a = p.query("back.test", timeout=QUERY_TIMEOUT + SLACK + 1)
             return a.message.rcode_text == "NOERROR"
 
-        wait_for(answered_again, 10, interval=0.1, what="answers once dotmock is back")
+        wait_for(answered_again, 20, interval=0.1, what="answers once dotmock is back")
     assert not by.problems, by.problems
     assert m.counters()["connections"] > connections  # reconnected after the restart
     assert p.running()
