@@ -136,12 +136,15 @@ class MockServer::StreamListener final : public Listener {
   StreamListener(MockServer& server, net::Fd fd, Transport transport)
       : Listener(server, std::move(fd)), transport_(transport) {}
 
+  ~StreamListener() { server_.loop_.cancel(resume_); }
+
   void onEvents(uint32_t /*epoll_events*/) override {
-    for (int i = 0; i < kAcceptBatch && fd_; ++i) {
+    for (int i = 0; i < kAcceptBatch && fd_ && !resume_; ++i) {
       auto fd = net::tcpAccept(fd_.get(), nullptr);
       if (!fd) {
         if (fd.error() != Errc::WantRead) {
           log::warn("dotmock: {} accept: {}", transportName(transport_), errcName(fd.error()));
+          pause();
         }
         return;
       }
@@ -149,8 +152,30 @@ class MockServer::StreamListener final : public Listener {
     }
   }
 
+  void close() {
+    server_.loop_.cancel(resume_);
+    resume_ = 0;
+    Listener::close();
+  }
+  void reopen(net::Fd fd) {
+    server_.loop_.cancel(resume_);
+    resume_ = 0;
+    Listener::reopen(std::move(fd));
+  }
+
  private:
+  // Out of descriptors (EMFILE) the connection stays in the backlog and the level-triggered
+  // listener fires again at once: stop listening for a moment instead of spinning on accept.
+  void pause() {
+    server_.loop_.remove(fd_.get());
+    resume_ = server_.loop_.after(std::chrono::milliseconds(200), [this] {
+      resume_ = 0;
+      if (fd_) server_.loop_.add(fd_.get(), EPOLLIN, this);
+    });
+  }
+
   Transport transport_;
+  net::EventLoop::TimerId resume_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
