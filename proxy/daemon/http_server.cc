@@ -7,6 +7,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <system_error>
 #include <unordered_map>
 
 #include "dotproxy/net/event_loop.h"
@@ -33,8 +34,12 @@ constexpr auto kAcceptPause = std::chrono::milliseconds(200);
 
 class HttpServer::Impl final : public net::EventLoop::Handler {
  public:
+  // Start-up: throws std::system_error if the listener cannot be watched.
   Impl(net::Fd listener, Route route) : listener_(std::move(listener)), route_(std::move(route)) {
-    loop_.add(listener_.get(), EPOLLIN, this);
+    int err = 0;
+    if (!loop_.add(listener_.get(), EPOLLIN, this, &err)) {
+      throw std::system_error(err, std::generic_category(), "metrics endpoint: epoll_ctl");
+    }
   }
   ~Impl() {
     loop_.cancel(resume_timer_);
@@ -62,9 +67,9 @@ class HttpServer::Impl final : public net::EventLoop::Handler {
         continue;  // closed at once; scrapers retry
       }
       uint64_t id = next_id_++;
+      auto c = std::make_unique<Conn>(*this, id, std::move(*fd), host);
+      if (!loop_.add(c->fd.get(), EPOLLIN, c.get())) continue;  // this connection closes here
       ++per_client_[host];
-      auto c = std::make_unique<Conn>(*this, id, std::move(*fd), std::move(host));
-      loop_.add(c->fd.get(), EPOLLIN, c.get());
       c->head_deadline = loop_.after(kHeadDeadline, [this, id] { close(id); });
       c->deadline = loop_.after(kDeadline, [this, id] { close(id); });
       conns_.emplace(id, std::move(c));
@@ -122,7 +127,7 @@ class HttpServer::Impl final : public net::EventLoop::Handler {
     resume_timer_ = loop_.after(kAcceptPause, [this] {
       resume_timer_ = 0;
       paused_ = false;
-      loop_.add(listener_.get(), EPOLLIN, this);
+      if (!loop_.add(listener_.get(), EPOLLIN, this)) pauseAccepting();  // try again later
     });
   }
 
@@ -182,7 +187,10 @@ class HttpServer::Impl final : public net::EventLoop::Handler {
     c.responding = true;
     loop_.cancel(c.head_deadline);
     c.head_deadline = 0;
-    loop_.modify(c.fd.get(), EPOLLOUT, &c);
+    if (!loop_.modify(c.fd.get(), EPOLLOUT, &c)) {
+      close(c.id);
+      return false;
+    }
     return true;
   }
 

@@ -49,8 +49,12 @@ std::string_view transportName(Transport t) noexcept {
 // on the same port; the object stays for the timers that refer to it.
 class MockServer::Listener : public net::EventLoop::Handler {
  public:
+  // Start-up: throws std::runtime_error if the socket cannot be watched.
   Listener(MockServer& server, net::Fd fd) : server_(server), fd_(std::move(fd)) {
-    server_.loop_.add(fd_.get(), EPOLLIN, this);
+    int err = 0;
+    if (!server_.loop_.add(fd_.get(), EPOLLIN, this, &err)) {
+      throw std::runtime_error(fmt::format("epoll_ctl (listener): {}", std::strerror(err)));
+    }
   }
 
   int fd() const noexcept { return fd_.get(); }
@@ -59,9 +63,14 @@ class MockServer::Listener : public net::EventLoop::Handler {
     server_.loop_.remove(fd_.get());
     fd_.reset();
   }
+  // After `down`: a socket the loop refuses stays closed (logged), the mock goes on without it.
   void reopen(net::Fd fd) {
     fd_ = std::move(fd);
-    server_.loop_.add(fd_.get(), EPOLLIN, this);
+    int err = 0;
+    if (!server_.loop_.add(fd_.get(), EPOLLIN, this, &err)) {
+      log::warn("dotmock: cannot watch the reopened listener: {}", std::strerror(err));
+      fd_.reset();
+    }
   }
 
  protected:
@@ -170,7 +179,7 @@ class MockServer::StreamListener final : public Listener {
     server_.loop_.remove(fd_.get());
     resume_ = server_.loop_.after(std::chrono::milliseconds(200), [this] {
       resume_ = 0;
-      if (fd_) server_.loop_.add(fd_.get(), EPOLLIN, this);
+      if (fd_ && !server_.loop_.add(fd_.get(), EPOLLIN, this)) pause();  // try again later
     });
   }
 
@@ -209,7 +218,10 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     last_activity_ = server_.loop_.now();
     // A stalled connection is registered with no interest: its bytes stay unread.
     interest_ = state_ == State::Stalled ? 0u : static_cast<uint32_t>(EPOLLIN);
-    server_.loop_.add(fd_.get(), interest_, this);
+    if (!server_.loop_.add(fd_.get(), interest_, this)) {
+      close("epoll refused the socket");
+      return;
+    }
     if (server_.idle_timeout_.count() > 0) armIdleTimer(server_.idle_timeout_);
   }
 
@@ -399,7 +411,10 @@ class MockServer::Connection final : public net::EventLoop::Handler {
       want |= EPOLLOUT;
     }
     if (want != interest_) {
-      server_.loop_.modify(fd_.get(), want, this);
+      if (!server_.loop_.modify(fd_.get(), want, this)) {
+        close("epoll refused the change");
+        return;
+      }
       interest_ = want;
     }
   }
@@ -442,7 +457,10 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     ::shutdown(fd_.get(), SHUT_WR);
     state_ = State::Draining;
     if (interest_ != EPOLLIN) {
-      server_.loop_.modify(fd_.get(), EPOLLIN, this);
+      if (!server_.loop_.modify(fd_.get(), EPOLLIN, this)) {
+        close("epoll refused the change");
+        return;
+      }
       interest_ = EPOLLIN;
     }
     armIdleTimer(std::chrono::milliseconds(2000));

@@ -118,7 +118,11 @@ class Pool::Connection final : public net::EventLoop::Handler {
     }
     fd_ = std::move(*fd);
     events_ = EPOLLIN | EPOLLOUT;
-    pool_.loop_.add(fd_.get(), events_, this);
+    if (!pool_.loop_.add(fd_.get(), events_, this, &err)) {
+      failure_ = fmt::format("epoll: {}", std::strerror(err));
+      fd_.reset();
+      return false;
+    }
     connect_timer_ = pool_.loop_.after(pool_.settings_.connect_timeout, [this] {
       connect_timer_ = 0;
       failure_ = state_ == State::Connecting ? "TCP connect timed out" : "TLS handshake timed out";
@@ -301,7 +305,11 @@ class Pool::Connection final : public net::EventLoop::Handler {
 
   void watch(uint32_t ev) {
     if (ev != events_) {
-      pool_.loop_.modify(fd_.get(), ev, this);
+      if (!pool_.loop_.modify(fd_.get(), ev, this)) {
+        failure_ = "epoll: cannot change what the connection waits for";
+        fail(Errc::IoError);  // this connection only; its queries are retried elsewhere
+        return;
+      }
       events_ = ev;
     }
   }
