@@ -37,6 +37,22 @@ std::string_view levelName(Level l) {
   return "?";
 }
 
+// One line in the current format, with its newline. May throw (allocation).
+std::string formatLine(Level level, std::string_view name, std::string_view message,
+                       std::initializer_list<Field> fields) {
+  auto now = std::chrono::floor<std::chrono::milliseconds>(std::chrono::system_clock::now());
+  if (g_format.load(std::memory_order_relaxed) == Format::Text) {
+    return fmt::format("{:%FT%TZ} {} {}\n", now, levelName(level), message);
+  }
+  std::string line = fmt::format("{{\"ts\":\"{:%FT%TZ}\",\"level\":\"{}\",\"event\":{},\"msg\":{}",
+                                 now, levelName(level), jsonString(name), jsonString(message));
+  for (const Field& f : fields) {
+    line += fmt::format(",{}:{}", jsonString(f.key), f.number ? f.value : jsonString(f.value));
+  }
+  line += "}\n";
+  return line;
+}
+
 // Lines go to stderr through a bounded queue drained by one logger thread, so that a worker that
 // logs never waits on the reader of stderr: a full pipe (a stalled log shipper, a terminal on
 // hold) costs log lines, never DNS service. The thread's writes are ordinary blocking write(2)s;
@@ -80,6 +96,7 @@ class Sink {
   void drain() {
     std::deque<std::string> batch;
     uint64_t reported = 0;
+    std::chrono::steady_clock::time_point last_report{};
     std::unique_lock lock(mutex_);
     for (;;) {
       wake_.wait_for(lock, std::chrono::seconds(1), [this] { return !queue_.empty(); });
@@ -89,12 +106,18 @@ class Sink {
       for (const std::string& line : batch) writeLine(line);
       batch.clear();
       // Say so once a second at most when lines were lost (after the backlog, which is older).
-      if (uint64_t d = dropped(); d != reported) {
-        writeLine(fmt::format(
-            "{:%FT%TZ} warn {} log lines dropped so far (stderr slow or over "
-            "{} lines/s)\n",
-            std::chrono::floor<std::chrono::milliseconds>(std::chrono::system_clock::now()), d,
-            kMaxLinesPerSecond));
+      auto now = std::chrono::steady_clock::now();
+      if (uint64_t d = dropped(); d != reported && now - last_report >= std::chrono::seconds(1)) {
+        last_report = now;
+        try {
+          writeLine(formatLine(Level::Warn, "log_lines_dropped",
+                               fmt::format("{} log lines dropped so far (stderr too slow, or over "
+                                           "{} lines a second)",
+                                           d, kMaxLinesPerSecond),
+                               {field("dropped", d)}));
+        } catch (...) {
+          // Out of memory: the count is still in the metrics.
+        }
         reported = d;
       }
       lock.lock();
@@ -183,19 +206,7 @@ void event(Level level, std::string_view name, std::string_view message,
            std::initializer_list<Field> fields) noexcept {
   if (level < g_level.load(std::memory_order_relaxed) || level == Level::Off) return;
   try {
-    auto now = std::chrono::floor<std::chrono::milliseconds>(std::chrono::system_clock::now());
-    std::string line;
-    if (g_format.load(std::memory_order_relaxed) == Format::Text) {
-      line = fmt::format("{:%FT%TZ} {} {}\n", now, levelName(level), message);
-    } else {
-      line = fmt::format("{{\"ts\":\"{:%FT%TZ}\",\"level\":\"{}\",\"event\":{},\"msg\":{}", now,
-                         levelName(level), jsonString(name), jsonString(message));
-      for (const Field& f : fields) {
-        line += fmt::format(",{}:{}", jsonString(f.key), f.number ? f.value : jsonString(f.value));
-      }
-      line += "}\n";
-    }
-    sink().push(std::move(line));
+    sink().push(formatLine(level, name, message, fields));
   } catch (...) {
     // Logging never takes the process down.
   }
