@@ -197,9 +197,6 @@ def test_tcp_max_clients_is_one_limit_for_all_workers(mock, proxy):
             s.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: tcp_max_inflight is not enforced upstream; a client pipelining 24 queries with "
-    "tcp_max_inflight = 4 had all 24 in flight at the upstream at once"))
 def test_tcp_max_inflight_bounds_one_clients_queries_upstream(proxy, holding, cert_pair):
     """tcp_max_inflight = 4: a client that pipelines 24 queries never has more than 4 of them in
     flight upstream at once (measured by the upstream, which holds each answer 0.3 s), and still
@@ -269,10 +266,6 @@ def test_padding_block_sets_the_length_the_upstream_receives(proxy, holding, cer
         assert all(len(w) == 256 for w in up.queries), [len(w) for w in up.queries]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug (upstream pool): the connect failure of one connection puts the whole upstream in "
-    "backoff, and queries get SERVFAIL at once (upstream_no_upstream) while another connection "
-    "to that upstream is open and answering"))
 def test_connect_failure_does_not_idle_a_live_connection_to_the_same_upstream(mock_upstream,
                                                                               daemon):
     """The first connection stalls in its handshake; the query is retried on a second connection

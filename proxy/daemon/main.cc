@@ -101,7 +101,7 @@ std::vector<std::vector<ListenSockets>> bindAll(std::vector<net::SocketAddress>&
   return per_worker;
 }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, const sigset_t& set) {
   int exit_code = 0;
   auto parsed = config::parseCommandLine(argc, argv, &exit_code);
   if (!parsed) return exit_code;
@@ -178,15 +178,6 @@ int run(int argc, char** argv) {
     s.metrics = net::localAddress(fd->get());
     metrics_fd = std::move(*fd);
   }
-
-  // Signals are taken synchronously by this thread; workers never see them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
 
   cache::PacketCache cache(
       {.max_bytes = s.cache_size,
@@ -282,14 +273,27 @@ int run(int argc, char** argv) {
     values.push_back({"cache_entries", cs.entries});
     values.push_back({"cache_bytes", cs.bytes});
     values.push_back({"cache_evictions", cs.evictions});
+    values.push_back({"log_lines_dropped", log::droppedLines()});
     fmt::print("{{\"stats\":{}}}\n", metrics::toJson(values));
     std::fflush(stdout);
   };
+  bool hup_logged = false;
   for (;;) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
     if (sig == SIGUSR1) {
       stats();
+      continue;
+    }
+    if (sig == SIGHUP) {
+      // No reload yet: a SIGHUP (a closed terminal, `systemctl reload`, a log rotation script)
+      // must not end the daemon, which its default action would do. Logged once per process.
+      if (!hup_logged) {
+        log::event(log::Level::Warn, "sighup_ignored",
+                   "SIGHUP ignored: configuration reload is not supported yet; restart to apply "
+                   "changes (further SIGHUPs are ignored silently)");
+        hup_logged = true;
+      }
       continue;
     }
     log::event(log::Level::Info, "draining",
@@ -309,8 +313,19 @@ int run(int argc, char** argv) {
 }  // namespace dotproxy::daemon
 
 int main(int argc, char** argv) {
+  // First thing: the signals the daemon handles are blocked in every thread (threads inherit the
+  // mask) and taken synchronously by sigwait in run(). One arriving while the configuration loads
+  // or the sockets bind stays pending until then, instead of taking its default action (death).
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
   try {
-    return dotproxy::daemon::run(argc, argv);
+    return dotproxy::daemon::run(argc, argv, set);
   } catch (const std::exception& e) {
     fmt::print(stderr, "dotproxy: fatal: {}\n", e.what());
     return 1;

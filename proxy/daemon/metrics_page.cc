@@ -8,6 +8,7 @@
 
 #include "dotproxy/metrics/exposition.h"
 #include "dotproxy/util/json.h"
+#include "dotproxy/util/log.h"
 
 namespace dotproxy::daemon {
 
@@ -179,6 +180,9 @@ std::string renderMetrics(const std::vector<const metrics::Counters*>& workers,
   e.sample("dotproxy_workers", {}, uint64_t{state.workers});
   e.family("dotproxy_tcp_clients_open", "gauge", "TCP client connections open now.");
   e.sample("dotproxy_tcp_clients_open", {}, uint64_t{state.tcp_clients_open});
+  e.family("dotproxy_log_lines_dropped_total", "counter",
+           "Log lines dropped: stderr too slow to take them, or over the rate limit.");
+  e.sample("dotproxy_log_lines_dropped_total", {}, log::droppedLines());
 
   // The plain counters, grouped into their families (kMappings lists siblings together).
   auto values = metrics::sum(workers);

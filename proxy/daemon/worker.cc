@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <limits>
+#include <system_error>
 
 #include "dotproxy/tls/framer.h"
 #include "dotproxy/util/log.h"
@@ -13,13 +14,27 @@ namespace dotproxy::daemon {
 
 using net::Clock;
 
+namespace {
+
+// Start-up only (the listeners, built before the worker runs): a socket the loop cannot watch
+// fails the start with a message.
+void watchOrThrow(net::EventLoop& loop, int fd, net::EventLoop::Handler* h) {
+  int err = 0;
+  if (!loop.add(fd, EPOLLIN, h, &err)) {
+    throw std::system_error(err, std::generic_category(), "epoll_ctl (listener)");
+  }
+}
+
+}  // namespace
+
 // ---- UDP
 // ------------------------------------------------------------------------------------------
 
 class UdpListener final : public net::EventLoop::Handler {
  public:
+  // Start-up: throws std::system_error if the socket cannot be watched.
   UdpListener(Worker& w, net::Fd fd) : w_(w), fd_(std::move(fd)) {
-    w_.loop().add(fd_.get(), EPOLLIN, this);
+    watchOrThrow(w_.loop(), fd_.get(), this);
   }
 
   void stopReading() { w_.loop().remove(fd_.get()); }
@@ -97,9 +112,14 @@ class TcpClient final : public net::EventLoop::Handler {
       : w_(w), id_(id), fd_(std::move(fd)), peer_(peer) {
     last_activity_ = w_.loop().now();
     last_progress_ = last_activity_;
-    w_.loop().add(fd_.get(), EPOLLIN, this);
+  }
+  // Watches the socket and arms the idle timer; false (and nothing armed) if the loop refused the
+  // socket: the caller drops this client, and only it.
+  bool start() {
+    if (!w_.loop().add(fd_.get(), EPOLLIN, this)) return false;
     events_ = EPOLLIN;
     armIdle(w_.settings().tcp_idle_timeout);
+    return true;
   }
   ~TcpClient() { w_.loop().cancel(idle_timer_); }
 
@@ -235,7 +255,10 @@ class TcpClient final : public net::EventLoop::Handler {
     uint32_t ev = wantsInput() ? EPOLLIN : 0u;
     if (out_off_ < out_.size()) ev |= EPOLLOUT;
     if (ev != events_) {
-      w_.loop().modify(fd_.get(), ev, this);
+      if (!w_.loop().modify(fd_.get(), ev, this)) {
+        close(Closing::Error);
+        return;
+      }
       events_ = ev;
     }
   }
@@ -315,8 +338,9 @@ class TcpClient final : public net::EventLoop::Handler {
 
 class TcpListener final : public net::EventLoop::Handler {
  public:
+  // Start-up: throws std::system_error if the socket cannot be watched.
   TcpListener(Worker& w, net::Fd fd) : w_(w), fd_(std::move(fd)) {
-    w_.loop().add(fd_.get(), EPOLLIN, this);
+    watchOrThrow(w_.loop(), fd_.get(), this);
   }
   ~TcpListener() { w_.loop().cancel(resume_timer_); }
   void stop() {
@@ -347,7 +371,7 @@ class TcpListener final : public net::EventLoop::Handler {
     resume_timer_ = w_.loop().after(std::chrono::milliseconds(100), [this] {
       resume_timer_ = 0;
       paused_ = false;
-      if (fd_) w_.loop().add(fd_.get(), EPOLLIN, this);
+      if (fd_ && !w_.loop().add(fd_.get(), EPOLLIN, this)) pause();  // try again later
     });
   }
 
@@ -451,7 +475,13 @@ void Worker::addTcpClient(net::Fd fd, const net::SocketAddress& peer) {
   }
   counters_.tcp_connections.inc();
   uint64_t id = next_tcp_id_++;
-  tcp_clients_.emplace(id, std::make_unique<TcpClient>(*this, id, std::move(fd), peer));
+  auto client = std::make_unique<TcpClient>(*this, id, std::move(fd), peer);
+  if (!client->start()) {  // the loop refused the socket: this client closes, nothing else
+    tcp_client_count_.fetch_sub(1, std::memory_order_relaxed);
+    counters_.tcp_closed_error.inc();
+    return;
+  }
+  tcp_clients_.emplace(id, std::move(client));
 }
 
 void Worker::removeTcpClient(uint64_t id) {

@@ -10,6 +10,12 @@
 
 namespace dotproxy::dotload {
 
+// --zipf N: every name is built up front (query wire and bookkeeping, a few hundred bytes each),
+// so N is capped where that stays in the hundreds of megabytes.
+inline constexpr uint32_t kMaxZipfNames = 1'000'000;
+inline constexpr double kMaxSeconds = 365.0 * 86400;  // -l: one year
+inline constexpr double kMaxQps = 1e9;                // -Q
+
 struct Options {
   RunSettings run;
   std::string query_file;   // -d

@@ -89,7 +89,7 @@ class SignalWatcher final : public net::EventLoop::Handler {
       : loop_(loop), on_hup_(std::move(on_hup)) {
     fd_.reset(::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
     if (!fd_) throw std::runtime_error("signalfd failed");
-    loop_.add(fd_.get(), EPOLLIN, this);
+    if (!loop_.add(fd_.get(), EPOLLIN, this)) throw std::runtime_error("epoll_ctl (signalfd)");
   }
   ~SignalWatcher() { loop_.remove(fd_.get()); }
 

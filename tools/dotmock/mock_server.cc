@@ -49,8 +49,12 @@ std::string_view transportName(Transport t) noexcept {
 // on the same port; the object stays for the timers that refer to it.
 class MockServer::Listener : public net::EventLoop::Handler {
  public:
+  // Start-up: throws std::runtime_error if the socket cannot be watched.
   Listener(MockServer& server, net::Fd fd) : server_(server), fd_(std::move(fd)) {
-    server_.loop_.add(fd_.get(), EPOLLIN, this);
+    int err = 0;
+    if (!server_.loop_.add(fd_.get(), EPOLLIN, this, &err)) {
+      throw std::runtime_error(fmt::format("epoll_ctl (listener): {}", std::strerror(err)));
+    }
   }
 
   int fd() const noexcept { return fd_.get(); }
@@ -59,9 +63,14 @@ class MockServer::Listener : public net::EventLoop::Handler {
     server_.loop_.remove(fd_.get());
     fd_.reset();
   }
+  // After `down`: a socket the loop refuses stays closed (logged), the mock goes on without it.
   void reopen(net::Fd fd) {
     fd_ = std::move(fd);
-    server_.loop_.add(fd_.get(), EPOLLIN, this);
+    int err = 0;
+    if (!server_.loop_.add(fd_.get(), EPOLLIN, this, &err)) {
+      log::warn("dotmock: cannot watch the reopened listener: {}", std::strerror(err));
+      fd_.reset();
+    }
   }
 
  protected:
@@ -137,12 +146,15 @@ class MockServer::StreamListener final : public Listener {
   StreamListener(MockServer& server, net::Fd fd, Transport transport)
       : Listener(server, std::move(fd)), transport_(transport) {}
 
+  ~StreamListener() { server_.loop_.cancel(resume_); }
+
   void onEvents(uint32_t /*epoll_events*/) override {
-    for (int i = 0; i < kAcceptBatch && fd_; ++i) {
+    for (int i = 0; i < kAcceptBatch && fd_ && !resume_; ++i) {
       auto fd = net::tcpAccept(fd_.get(), nullptr);
       if (!fd) {
         if (fd.error() != Errc::WantRead) {
           log::warn("dotmock: {} accept: {}", transportName(transport_), errcName(fd.error()));
+          pause();
         }
         return;
       }
@@ -150,8 +162,30 @@ class MockServer::StreamListener final : public Listener {
     }
   }
 
+  void close() {
+    server_.loop_.cancel(resume_);
+    resume_ = 0;
+    Listener::close();
+  }
+  void reopen(net::Fd fd) {
+    server_.loop_.cancel(resume_);
+    resume_ = 0;
+    Listener::reopen(std::move(fd));
+  }
+
  private:
+  // Out of descriptors (EMFILE) the connection stays in the backlog and the level-triggered
+  // listener fires again at once: stop listening for a moment instead of spinning on accept.
+  void pause() {
+    server_.loop_.remove(fd_.get());
+    resume_ = server_.loop_.after(std::chrono::milliseconds(200), [this] {
+      resume_ = 0;
+      if (fd_ && !server_.loop_.add(fd_.get(), EPOLLIN, this)) pause();  // try again later
+    });
+  }
+
   Transport transport_;
+  net::EventLoop::TimerId resume_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -185,7 +219,10 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     last_activity_ = server_.loop_.now();
     // A stalled connection is registered with no interest: its bytes stay unread.
     interest_ = state_ == State::Stalled ? 0u : static_cast<uint32_t>(EPOLLIN);
-    server_.loop_.add(fd_.get(), interest_, this);
+    if (!server_.loop_.add(fd_.get(), interest_, this)) {
+      close("epoll refused the socket");
+      return;
+    }
     if (server_.idle_timeout_.count() > 0) armIdleTimer(server_.idle_timeout_);
   }
 
@@ -387,7 +424,10 @@ class MockServer::Connection final : public net::EventLoop::Handler {
       want |= EPOLLOUT;
     }
     if (want != interest_) {
-      server_.loop_.modify(fd_.get(), want, this);
+      if (!server_.loop_.modify(fd_.get(), want, this)) {
+        close("epoll refused the change");
+        return;
+      }
       interest_ = want;
     }
   }
@@ -430,7 +470,10 @@ class MockServer::Connection final : public net::EventLoop::Handler {
     ::shutdown(fd_.get(), SHUT_WR);
     state_ = State::Draining;
     if (interest_ != EPOLLIN) {
-      server_.loop_.modify(fd_.get(), EPOLLIN, this);
+      if (!server_.loop_.modify(fd_.get(), EPOLLIN, this)) {
+        close("epoll refused the change");
+        return;
+      }
       interest_ = EPOLLIN;
     }
     armIdleTimer(std::chrono::milliseconds(2000));

@@ -51,9 +51,11 @@ bool waitWant(int fd, Errc want, Clock::time_point deadline) {
 }
 
 // The reply answers the query: same ID, QR set and the same question (name case-insensitively).
+// A reply without the question is refused too: with only the 16-bit ID to match, an off-path
+// spoofer needs to guess nothing else (RFC 5452 section 4.2 asks for the question as well).
 bool matches(const dns::Message& query, const dns::Message& reply) {
   if (!reply.header.qr() || reply.header.id != query.header.id) return false;
-  if (reply.questions.size() != query.questions.size()) return reply.questions.empty();
+  if (reply.questions.size() != query.questions.size()) return false;
   for (size_t i = 0; i < query.questions.size(); ++i) {
     const auto& q = query.questions[i];
     const auto& r = reply.questions[i];

@@ -5,7 +5,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <system_error>
+
+#include "dotproxy/util/log.h"
 
 namespace dotproxy::net {
 
@@ -29,22 +34,26 @@ EventLoop::EventLoop() : now_(Clock::now()) {
 
 EventLoop::~EventLoop() = default;
 
-void EventLoop::add(int fd, uint32_t events, Handler* h) {
+Result<void> EventLoop::add(int fd, uint32_t events, Handler* h, int* err_no) noexcept {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = h;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-    throw std::system_error(errno, std::generic_category(), "epoll_ctl add");
+    if (err_no) *err_no = errno;
+    return std::unexpected(Errc::IoError);
   }
+  return {};
 }
 
-void EventLoop::modify(int fd, uint32_t events, Handler* h) {
+Result<void> EventLoop::modify(int fd, uint32_t events, Handler* h, int* err_no) noexcept {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = h;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) {
-    throw std::system_error(errno, std::generic_category(), "epoll_ctl mod");
+    if (err_no) *err_no = errno;
+    return std::unexpected(Errc::IoError);
   }
+  return {};
 }
 
 void EventLoop::remove(int fd) noexcept {
@@ -126,7 +135,13 @@ void EventLoop::run() {
     now_ = Clock::now();
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::system_error(errno, std::generic_category(), "epoll_wait");
+      // EBADF, EFAULT, EINVAL: the loop's own state is broken. An exception here would end in
+      // std::terminate on a worker thread with nothing said; say what happened, then abort.
+      int err = errno;
+      log::event(log::Level::Error, "event_loop_failed",
+                 std::string("epoll_wait: ") + std::strerror(err) + "; aborting");
+      log::flush(std::chrono::seconds(1));
+      std::abort();
     }
     for (int i = 0; i < n; ++i) {
       if (events[i].data.ptr == &g_wake_tag) {

@@ -55,8 +55,8 @@ struct Pool::Request {
   std::vector<uint64_t> tried;           // connections used by earlier attempts
 };
 
-// One DoT connection: Connecting -> Handshaking -> Ready -> Closed (STYLE.md section 8). Many
-// queries in flight, matched by ID and question in any order.
+// One DoT connection: Connecting -> Handshaking -> Ready -> Closed (an explicit state machine).
+// Many queries in flight, matched by ID and question in any order.
 class Pool::Connection final : public net::EventLoop::Handler {
  public:
   enum class State : uint8_t { Connecting, Handshaking, Ready, Closed };
@@ -93,7 +93,11 @@ class Pool::Connection final : public net::EventLoop::Handler {
     }
     fd_ = std::move(*fd);
     events_ = EPOLLIN | EPOLLOUT;
-    pool_.loop_.add(fd_.get(), events_, this);
+    if (!pool_.loop_.add(fd_.get(), events_, this, &err)) {
+      failure_ = fmt::format("epoll: {}", std::strerror(err));
+      fd_.reset();
+      return false;
+    }
     connect_timer_ = pool_.loop_.after(pool_.settings_.connect_timeout, [this] {
       connect_timer_ = 0;
       failure_ = state_ == State::Connecting ? "TCP connect timed out" : "TLS handshake timed out";
@@ -324,7 +328,11 @@ class Pool::Connection final : public net::EventLoop::Handler {
 
   void watch(uint32_t ev) {
     if (ev != events_) {
-      pool_.loop_.modify(fd_.get(), ev, this);
+      if (!pool_.loop_.modify(fd_.get(), ev, this)) {
+        failure_ = "epoll: cannot change what the connection waits for";
+        fail(Errc::IoError);  // this connection only; its queries are retried elsewhere
+        return;
+      }
       events_ = ev;
     }
   }
@@ -809,6 +817,23 @@ void Pool::onConnectionDown(Connection& c, Errc why, bool was_up, bool lost_quer
     }
     strikes = h.broken - 1;
   } else {
+    // A failed attempt while another connection to the same upstream is up and answering says
+    // the path failed once, not that the upstream is gone: backing the upstream off would turn
+    // away queries the live connection can serve.
+    bool live = std::ranges::any_of(connections_, [&](const auto& kv) {
+      return kv.first != c.id() && kv.second->upstream() == c.upstream() &&
+             kv.second->state() == Connection::State::Ready;
+    });
+    if (live) {
+      if (log::enabled(log::Level::Info)) {
+        std::string error = c.failure().empty() ? std::string(errcName(why)) : c.failure();
+        log::event(log::Level::Info, "upstream_connection_lost",
+                   fmt::format("upstream {}: connection attempt failed: {}", up.label(), error),
+                   {log::field("upstream", up.label()), log::field("error", error),
+                    log::field("cause", errcName(why))});
+      }
+      return;
+    }
     strikes = ++h.failures;
   }
   backOff(c.upstream(), strikes, why, c.failure());

@@ -61,7 +61,7 @@ TEST(Sockets, TcpConnectAcceptAndEofOverLoopback) {
   } acc;
   acc.listen_fd = listener->get();
   acc.loop = &loop;
-  loop.add(listener->get(), EPOLLIN, &acc);
+  ASSERT_TRUE(loop.add(listener->get(), EPOLLIN, &acc));
   bool timed_out = false;
   loop.after(std::chrono::seconds(5), [&] {
     timed_out = true;

@@ -1,7 +1,8 @@
 #pragma once
 // The answer cache: sharded, bounded by a byte budget, scan-resistant eviction, RFC 2308 negative
 // caching, RFC 8767 serve-stale, and prefetch of popular entries near expiry. Thread-safe: one lock
-// per shard, held only to find an entry and copy its bytes out (STYLE.md section 6).
+// per shard, held only to find an entry and copy its bytes out (Guarded<Shard>: no unlocked
+// access).
 
 #include <chrono>
 #include <cstddef>

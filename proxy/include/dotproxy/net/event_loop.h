@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dotproxy/net/socket.h"
+#include "dotproxy/util/result.h"
 
 namespace dotproxy::net {
 
@@ -34,8 +35,14 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  void add(int fd, uint32_t events, Handler* h);
-  void modify(int fd, uint32_t events, Handler* h);
+  // Registers fd / changes what it waits for. A failure (a closed or already registered fd, out of
+  // kernel memory: EBADF, EEXIST, ENOENT, ENOMEM, ENOSPC) is a value, never an exception: the
+  // caller closes that one connection (or, at start-up, fails the start). errno in *err_no if
+  // given.
+  [[nodiscard]] Result<void> add(int fd, uint32_t events, Handler* h,
+                                 int* err_no = nullptr) noexcept;
+  [[nodiscard]] Result<void> modify(int fd, uint32_t events, Handler* h,
+                                    int* err_no = nullptr) noexcept;
   void remove(int fd) noexcept;
 
   // Timers run once; cancel() of a fired or unknown id is a no-op.
@@ -50,7 +57,9 @@ class EventLoop {
   // Time at the start of the current iteration (cheap).
   Clock::time_point now() const noexcept { return now_; }
 
-  void run();            // until stop()
+  // Until stop(). epoll_wait on our own epoll fd fails only with EINTR (retried) unless memory is
+  // corrupt: any other error is logged and aborts the process (it cannot go on without its loop).
+  void run();
   void stop() noexcept;  // thread-safe
 
  private:

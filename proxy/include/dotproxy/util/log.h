@@ -1,9 +1,13 @@
 #pragma once
-// Leveled logging to stderr, one line per event. Thread-safe (one write(2) per line).
+// Leveled logging to stderr, one line per event. Thread-safe and never blocking: lines are queued
+// (bounded) and written by a logger thread; lines beyond the bound or 20000 a second are dropped
+// and counted (droppedLines), so a slow reader of stderr costs log lines, never service.
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <concepts>
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -37,6 +41,12 @@ Level level() noexcept;
 // Parses "debug", "info", "warn"/"warning", "error", "off"; false if unknown.
 bool parseLevel(std::string_view text, Level& out) noexcept;
 void write(Level level, std::string_view message) noexcept;  // event "log", no fields
+
+// Waits until every queued line is written, at most `bound` (a stalled stderr must not hold up the
+// exit). False if lines were still queued. Call before a clean exit.
+bool flush(std::chrono::milliseconds bound) noexcept;
+// Lines dropped since start (queue full or over the rate). Thread-safe.
+uint64_t droppedLines() noexcept;
 
 // One event: a stable snake_case name, a message for people, fields for machines (JSON only; the
 // text format prints the message, which says the same in words).
