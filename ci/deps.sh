@@ -40,7 +40,7 @@ limit=${DEPS_TIMEOUT:-900}
 # Packages such as unbound start a resolver on port 53 when installed; we only want the binaries.
 # policy-rc.d tells invoke-rc.d not to start services during this install. One that is already
 # there (Debian container images ship one) is left alone, and so is its exit status.
-policy=/usr/sbin/policy-rc.d
+policy=${DEPS_POLICY_RC:-/usr/sbin/policy-rc.d}  # overridable for ci/deps.sh's own test
 own_policy=0
 if [[ ! -e $policy ]]; then
   printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
