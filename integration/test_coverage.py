@@ -431,7 +431,9 @@ def test_sigterm_stops_new_work_while_in_flight_queries_finish(mock, proxy):
     new UDP query gets no answer; then dotproxy exits 0."""
     m = mock()
     p = proxy(m, "--metrics", "127.0.0.1:0", "--query-timeout", "8000",
-              config="[server]\nshutdown_grace_ms = 10000\n")
+              config="[server]\nshutdown_grace_ms = 10000\n"
+                     # one attempt, no stall verdict: the 2.5 s answer is slow, not lost
+                     "[upstream]\nattempt_timeout_ms = 4000\n")
     maddr = split_hostport(p.ready["metrics"])
     before = m.stats()["dot_queries"]
     inflight = tcp_connect(p.addr)

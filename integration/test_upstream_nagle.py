@@ -2,13 +2,11 @@
 not make dotproxy wait for its delayed-ACK timer: two queries forwarded together are answered
 together, not the second 40 ms (Linux's TCP_ATO_MIN on loopback) after the first."""
 
-import shutil
 import socket
 import time
 
-import pytest
 
-from conftest import free_port, make_query, wait_for
+from conftest import free_port, make_query, require_tool, wait_for
 
 UNBOUND_CONF = """\
 server:
@@ -37,9 +35,7 @@ STALL = 0.030  # seconds: a pair slower than this waited for a delayed ACK (40 m
 
 
 def test_pair_of_misses_does_not_wait_for_delayed_ack(processes, proxy, cert_pair, tmp_path):
-    unbound = shutil.which("unbound") or shutil.which("/usr/sbin/unbound")
-    if not unbound:
-        pytest.skip("unbound is not installed")
+    unbound = require_tool("unbound", "unbound")
     cert, key = cert_pair
     port = free_port()
     (tmp_path / "unbound.conf").write_text(
