@@ -108,6 +108,7 @@ int run(int argc, char** argv, const sigset_t& set) {
   config::Settings s = std::move(*parsed);
   log::setLevel(s.log_level);
   log::setFormat(s.log_format);
+  log::start();
 
   // TLS client contexts: one per distinct CA file. Upstreams keep pointers into this map.
   std::map<std::string, std::unique_ptr<tls::ClientContext>> contexts;

@@ -175,6 +175,10 @@ bool parseFormat(std::string_view text, Format& out) noexcept {
   return true;
 }
 
+void start() noexcept {
+  (void)sink();
+}
+
 void setLevel(Level level) noexcept {
   g_level.store(level, std::memory_order_relaxed);
 }

@@ -34,6 +34,10 @@ Field field(std::string_view key, T value) {
 }
 
 void setLevel(Level level) noexcept;
+// Starts the logger thread now rather than at the first line. The daemon calls it at start-up:
+// the first line may come when descriptors or memory have run out (EMFILE), when starting a
+// thread is the last thing to do. Idempotent.
+void start() noexcept;
 void setFormat(Format format) noexcept;
 // Parses "text" or "json"; false if unknown.
 bool parseFormat(std::string_view text, Format& out) noexcept;
